@@ -1,0 +1,127 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * libstrata: a layered filesystem store for container images.
+ *
+ * One opaque handle, `strata_driver`, implements the graph driver contract
+ * (SPEC section 1).  Every call is thread-safe: calls on one layer id are
+ * serialised (across threads and across processes sharing a store root),
+ * calls on different ids run in parallel.
+ *
+ * Error convention: functions return 0 (or a non-negative value) on success
+ * and a negative errno value on failure.  When `err` is not NULL it is filled
+ * with a one-line message naming the operation and the id or path.
+ * Outputs are named ret_* and are untouched on failure.
+ */
+#ifndef STRATA_H
+#define STRATA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(STRATA_BUILDING_LIBRARY)
+#define STRATA_API __attribute__((visibility("default")))
+#else
+#define STRATA_API
+#endif
+
+#define STRATA_ID_MAX 128
+#define STRATA_ERROR_MAX 1024
+
+typedef struct strata_error {
+	int code;                       /* positive errno value; 0 when no error */
+	char message[STRATA_ERROR_MAX]; /* "operation subject: detail" */
+} strata_error;
+
+typedef struct strata_driver strata_driver;
+
+/* A list of key/value string pairs (status, metadata). */
+typedef struct strata_kv {
+	char *key;
+	char *value;
+} strata_kv;
+
+typedef struct strata_kv_list {
+	size_t n;
+	strata_kv *items;
+} strata_kv_list;
+
+STRATA_API void strata_kv_list_clear(strata_kv_list *list);
+
+enum {
+	/* Create ROOT and its layout if missing, check that the backing
+	 * filesystem can carry the union engine, and recover from an earlier
+	 * crash (leftover *-removing dirs, stale mounts, temp files). Without
+	 * this flag the store must already exist; no recovery is done. */
+	STRATA_OPEN_INIT = 1u << 0,
+};
+
+/*
+ * Opens the store at `root`.  `options` is a NULL-terminated array of
+ * "key=value" driver options (may be NULL).  Known options:
+ *   engine=overlay          the union engine (overlay is the only one yet)
+ *   mountapi=auto|new|legacy
+ *                           how overlay is mounted: the new mount API with one
+ *                           lowerdir+ per layer, or mount(2) with short paths;
+ *                           auto probes the kernel
+ * Unknown options are an error.
+ */
+STRATA_API int strata_driver_open(const char *root, const char *const *options, unsigned flags,
+				  strata_driver **ret_driver, strata_error *err);
+
+/* Releases the handle.  Does not unmount anything: see strata_cleanup(). */
+STRATA_API strata_driver *strata_driver_free(strata_driver *driver);
+
+/* The absolute store root. */
+STRATA_API const char *strata_driver_root(const strata_driver *driver);
+
+/*
+ * Creates layer `id` on top of `parent` (NULL or "" for a base layer).
+ * `storage_opts` is a NULL-terminated "key=value" array (may be NULL); no
+ * storage option is supported yet, so any is an error.
+ */
+STRATA_API int strata_create(strata_driver *driver, const char *id, const char *parent,
+			     const char *const *storage_opts, strata_error *err);
+/* Same as strata_create; the layer is meant to be a container's writable top. */
+STRATA_API int strata_create_rw(strata_driver *driver, const char *id, const char *parent,
+				const char *const *storage_opts, strata_error *err);
+
+/* Unmounts (whatever the reference count), then removes the layer. */
+STRATA_API int strata_remove(strata_driver *driver, const char *id, strata_error *err);
+
+/* 1 if the layer exists, 0 if not, negative errno on error (bad id). */
+STRATA_API int strata_exists(strata_driver *driver, const char *id, strata_error *err);
+
+/*
+ * Takes one reference on the layer and returns the path of its merged view
+ * in *ret_path (caller frees).  The first reference mounts the union; a
+ * layer without parents returns its diff dir.  `mount_label` (may be NULL)
+ * becomes a context= mount option when SELinux is enabled.
+ */
+STRATA_API int strata_get(strata_driver *driver, const char *id, const char *mount_label,
+			  char **ret_path, strata_error *err);
+
+/* Drops one reference; the last one unmounts.  -EINVAL if not in use. */
+STRATA_API int strata_put(strata_driver *driver, const char *id, strata_error *err);
+
+/* Store-wide information as [key, value] pairs. */
+STRATA_API int strata_status(strata_driver *driver, strata_kv_list *ret_status, strata_error *err);
+
+/* Per-layer information: paths, parent, chain length, reference count. */
+STRATA_API int strata_get_metadata(strata_driver *driver, const char *id, strata_kv_list *ret_metadata,
+				   strata_error *err);
+
+/* Unmounts every union strata mounted under the root and resets counts. */
+STRATA_API int strata_cleanup(strata_driver *driver, strata_error *err);
+
+/* 0 if `id` is a valid layer id, -EINVAL (with a message) if not. */
+STRATA_API int strata_id_validate(const char *id, strata_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

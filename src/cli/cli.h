@@ -1,0 +1,40 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The strata command: parse, call the library, print.  No logic here. */
+#pragma once
+
+#include <stdbool.h>
+
+#include "strata.h"
+
+#define EXIT_USAGE 2
+
+typedef struct cli_globals {
+	const char *root;
+	const char **options; /* NULL-terminated driver options (-o) */
+	size_t n_options;
+} cli_globals;
+
+typedef struct cli_command {
+	const char *name;
+	const char *usage;   /* arguments after the name */
+	const char *summary; /* one line */
+	const char *help;    /* details, may be NULL */
+	int (*run)(const cli_globals *g, int argc, char **argv);
+} cli_command;
+
+/* Prints "strata: <message>" on one line to stderr. */
+void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Prints err's message; returns 1 (the failure exit code). */
+int cli_fail(const strata_error *err);
+/* Prints the command's usage line as an error; returns EXIT_USAGE. */
+int cli_usage_error(const cli_command *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Opens the store for a command (INIT for `init`). */
+int cli_open(const cli_globals *g, unsigned flags, strata_driver **ret);
+/* Handles --help / -h for a command: prints help and returns true. */
+bool cli_wants_help(const cli_command *cmd, int argc, char **argv);
+const cli_command *cli_find(const char *name);
+void cli_print_kv(const strata_kv_list *l, bool json);
+
+extern const cli_command cmd_init, cmd_status, cmd_cleanup;
+extern const cli_command cmd_create, cmd_rm, cmd_exists, cmd_metadata;
+extern const cli_command cmd_mount, cmd_umount;

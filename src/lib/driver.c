@@ -1,0 +1,320 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Opening a store, options, status: the parts of the contract that are
+ * about the store as a whole. */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <unistd.h>
+
+#include "driver.h"
+#include "util/banned.h"
+#include "util/error.h"
+#include "util/fs.h"
+#include "util/macro.h"
+
+#ifndef AUFS_SUPER_MAGIC
+#define AUFS_SUPER_MAGIC 0x61756673
+#endif
+#ifndef ZFS_SUPER_MAGIC
+#define ZFS_SUPER_MAGIC 0x2fc12fc1
+#endif
+#ifndef XFS_SUPER_MAGIC
+#define XFS_SUPER_MAGIC 0x58465342
+#endif
+#ifndef FUSE_SUPER_MAGIC
+#define FUSE_SUPER_MAGIC 0x65735546
+#endif
+#ifndef F2FS_SUPER_MAGIC
+#define F2FS_SUPER_MAGIC 0xf2f52010
+#endif
+
+static const struct {
+	unsigned long magic;
+	const char *name;
+} fs_names[] = {
+	{EXT4_SUPER_MAGIC, "extfs"},    {XFS_SUPER_MAGIC, "xfs"},       {BTRFS_SUPER_MAGIC, "btrfs"},
+	{TMPFS_MAGIC, "tmpfs"},         {OVERLAYFS_SUPER_MAGIC, "overlayfs"}, {AUFS_SUPER_MAGIC, "aufs"},
+	{ZFS_SUPER_MAGIC, "zfs"},       {NFS_SUPER_MAGIC, "nfs"},       {ECRYPTFS_SUPER_MAGIC, "ecryptfs"},
+	{FUSE_SUPER_MAGIC, "fuse"},     {F2FS_SUPER_MAGIC, "f2fs"},     {SQUASHFS_MAGIC, "squashfs"},
+	{MSDOS_SUPER_MAGIC, "msdos"},
+};
+
+static void fs_name(unsigned long magic, char *buf, size_t size)
+{
+	for (size_t i = 0; i < ELEMENTSOF(fs_names); i++)
+		if (fs_names[i].magic == magic) {
+			snprintf(buf, size, "%s", fs_names[i].name);
+			return;
+		}
+	snprintf(buf, size, "0x%lx", magic);
+}
+
+char *driver_path(const strata_driver *d, const char *sub, const char *id)
+{
+	char *p = NULL;
+	if (asprintf(&p, "%s/%s/%s", d->store->root, sub, id) < 0)
+		return NULL;
+	return p;
+}
+
+strata_driver *strata_driver_free(strata_driver *d)
+{
+	if (!d)
+		return NULL;
+	store_free(d->store);
+	free(d);
+	return NULL;
+}
+
+static void driver_freep(strata_driver **d)
+{
+	strata_driver_free(*d);
+}
+
+const char *strata_driver_root(const strata_driver *d)
+{
+	return d->store->root;
+}
+
+int strata_id_validate(const char *id, strata_error *err)
+{
+	error_clear(err);
+	return id_validate(id, err);
+}
+
+void strata_kv_list_clear(strata_kv_list *list)
+{
+	if (!list)
+		return;
+	for (size_t i = 0; i < list->n; i++) {
+		free(list->items[i].key);
+		free(list->items[i].value);
+	}
+	free(list->items);
+	list->items = NULL;
+	list->n = 0;
+}
+
+int kv_add(strata_kv_list *list, const char *key, const char *fmt, ...)
+{
+	strata_kv *items = realloc(list->items, (list->n + 1) * sizeof(*items));
+	if (!items)
+		return -ENOMEM;
+	list->items = items;
+	char *value = NULL;
+	va_list ap;
+	va_start(ap, fmt);
+	int r = vasprintf(&value, fmt, ap);
+	va_end(ap);
+	char *k = strdup(key);
+	if (r < 0 || !k) {
+		free(k);
+		if (r >= 0)
+			free(value);
+		return -ENOMEM;
+	}
+	items[list->n++] = (strata_kv){k, value};
+	return 0;
+}
+
+/* Options arrive as "key=value" from the CLI (-o) or Docker's Init Opts. */
+static int parse_options(strata_driver *d, const char *const *options, overlay_api *ret_api, strata_error *err)
+{
+	*ret_api = OVERLAY_API_AUTO;
+	for (const char *const *o = options; o && *o; o++) {
+		const char *eq = strchr(*o, '=');
+		if (!eq)
+			return error_setf(err, -EINVAL, "driver option \"%s\" is not key=value", *o);
+		size_t kl = (size_t)(eq - *o);
+		const char *v = eq + 1;
+		if (kl == 6 && !strncmp(*o, "engine", kl)) {
+			if (strcmp(v, "overlay") && strcmp(v, "auto"))
+				return error_setf(err, -EINVAL, "driver option engine=%s: unknown engine (known: overlay)", v);
+		} else if (kl == 8 && !strncmp(*o, "mountapi", kl)) {
+			if (!strcmp(v, "auto"))
+				*ret_api = OVERLAY_API_AUTO;
+			else if (!strcmp(v, "new"))
+				*ret_api = OVERLAY_API_NEW;
+			else if (!strcmp(v, "legacy"))
+				*ret_api = OVERLAY_API_LEGACY;
+			else
+				return error_setf(err, -EINVAL, "driver option mountapi=%s: expected auto, new or legacy", v);
+		} else {
+			return error_setf(err, -EINVAL, "unknown driver option \"%.*s\"", (int)kl, *o);
+		}
+	}
+	(void)d;
+	return 0;
+}
+
+/* The nearest existing ancestor of path, for checks before mkdir. */
+static int statfs_nearest(const char *path, struct statfs *ret)
+{
+	_cleanup_free_ char *p = strdup(path);
+	if (!p)
+		return -ENOMEM;
+	for (;;) {
+		if (statfs(p, ret) == 0)
+			return 0;
+		if (errno != ENOENT)
+			return negerrno();
+		char *slash = strrchr(p, '/');
+		if (!slash)
+			return -ENOENT;
+		if (slash == p) {
+			p[1] = '\0';
+			return statfs(p, ret) == 0 ? 0 : negerrno();
+		}
+		*slash = '\0';
+	}
+}
+
+static bool selinux_enabled(void)
+{
+	/* As Docker's label package: labels only mean something when
+	 * selinuxfs is mounted; otherwise context= would make mounts fail. */
+	return access("/sys/fs/selinux/enforce", F_OK) == 0;
+}
+
+static int absolute_root(const char *root, char **ret)
+{
+	if (root[0] == '/') {
+		*ret = strdup(root);
+		return *ret ? 0 : -ENOMEM;
+	}
+	_cleanup_free_ char *cwd = getcwd(NULL, 0);
+	if (!cwd)
+		return negerrno();
+	return asprintf(ret, "%s/%s", cwd, root) < 0 ? -ENOMEM : 0;
+}
+
+int strata_driver_open(const char *root, const char *const *options, unsigned flags, strata_driver **ret_driver,
+		       strata_error *err)
+{
+	error_clear(err);
+	const char *op = (flags & STRATA_OPEN_INIT) ? "init" : "open";
+	if (!root || !*root)
+		return error_setf(err, -EINVAL, "%s: empty root path", op);
+
+	_cleanup_(driver_freep) strata_driver *d = calloc(1, sizeof(*d));
+	if (!d)
+		return -ENOMEM;
+
+	overlay_api want;
+	int r = parse_options(d, options, &want, err);
+	if (r < 0)
+		return error_prefix(err, r, "%s %s", op, root);
+
+	_cleanup_free_ char *abs = NULL;
+	r = absolute_root(root, &abs);
+	if (r < 0)
+		return error_set(err, r, "%s %s: resolve path", op, root);
+
+	struct statfs sfs;
+	r = statfs_nearest(abs, &sfs);
+	if (r < 0)
+		return error_set(err, r, "%s %s: statfs", op, abs);
+	fs_name((unsigned long)sfs.f_type, d->backing_fs, sizeof(d->backing_fs));
+	if (flags & STRATA_OPEN_INIT) {
+		switch ((unsigned long)sfs.f_type) {
+		case OVERLAYFS_SUPER_MAGIC:
+		case AUFS_SUPER_MAGIC:
+		case ECRYPTFS_SUPER_MAGIC:
+			return error_setf(err, -EOPNOTSUPP,
+					  "init %s: backing filesystem is %s; overlay cannot use it for layers "
+					  "(put the root on ext4, xfs or btrfs)",
+					  abs, d->backing_fs);
+		}
+	}
+
+	r = store_open(abs, flags & STRATA_OPEN_INIT, &d->store, err);
+	if (r < 0)
+		return error_prefix(err, r, "%s %s", op, abs);
+
+	if (want == OVERLAY_API_AUTO)
+		d->api = overlay_probe_new_api() ? OVERLAY_API_NEW : OVERLAY_API_LEGACY;
+	else if (want == OVERLAY_API_NEW && !overlay_probe_new_api())
+		return error_setf(err, -EOPNOTSUPP,
+				  "%s %s: mountapi=new: this kernel's overlay does not take lowerdir+ (Linux 6.7+)", op,
+				  d->store->root);
+	else
+		d->api = want;
+	d->selinux = selinux_enabled();
+
+	if (flags & STRATA_OPEN_INIT) {
+		r = driver_probe_backing(d, err);
+		if (r < 0)
+			return error_prefix(err, r, "init %s", d->store->root);
+		r = driver_recover(d, err);
+		if (r < 0)
+			return error_prefix(err, r, "init %s: recover", d->store->root);
+	}
+
+	*ret_driver = TAKE_PTR(d);
+	return 0;
+}
+
+static int count_layers(strata_driver *d, size_t *ret)
+{
+	_cleanup_close_ int fd = openat(d->store->layers_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return negerrno();
+	_cleanup_closedir_ DIR *dir = fdopendir(TAKE_FD(fd));
+	if (!dir)
+		return negerrno();
+	size_t n = 0;
+	struct dirent *de;
+	while ((de = readdir(dir)))
+		if (de->d_type != DT_DIR && !store_name_reserved(de->d_name) && id_validate(de->d_name, NULL) == 0)
+			n++;
+	*ret = n;
+	return 0;
+}
+
+int strata_status(strata_driver *d, strata_kv_list *ret_status, strata_error *err)
+{
+	error_clear(err);
+	size_t layers = 0, n_mounts = 0;
+	int r = count_layers(d, &layers);
+	if (r < 0)
+		return error_set(err, r, "status: read %s/layers", d->store->root);
+
+	_cleanup_free_ char *mnt = driver_path(d, "mnt", "");
+	if (!mnt)
+		return -ENOMEM;
+	mnt[strlen(mnt) - 1] = '\0';
+	mount_entry *m = NULL;
+	r = mountinfo_under(mnt, &m, &n_mounts);
+	if (r < 0)
+		return error_set(err, r, "status: read /proc/self/mountinfo");
+	size_t overlays = 0;
+	for (size_t i = 0; i < n_mounts; i++)
+		if (!strcmp(m[i].fstype, "overlay"))
+			overlays++;
+	mount_entries_free(m, n_mounts);
+
+	strata_kv_list l = {0};
+	r = 0;
+	r = r < 0 ? r : kv_add(&l, "Root Dir", "%s", d->store->root);
+	r = r < 0 ? r : kv_add(&l, "Backing Filesystem", "%s", d->backing_fs);
+	r = r < 0 ? r : kv_add(&l, "Union Engine", "overlay");
+	r = r < 0 ? r : kv_add(&l, "Mount API", "%s",
+			       d->api == OVERLAY_API_NEW ? "new (fsconfig lowerdir+)" : "legacy (mount(2), short paths)");
+	r = r < 0 ? r : kv_add(&l, "Supports d_type", "true");
+	r = r < 0 ? r : kv_add(&l, "Max Chain Length", "%d", STORE_MAX_PARENTS + 1);
+	r = r < 0 ? r : kv_add(&l, "SELinux Labels", "%s", d->selinux ? "true" : "false");
+	r = r < 0 ? r : kv_add(&l, "Layers", "%zu", layers);
+	r = r < 0 ? r : kv_add(&l, "Mounted", "%zu", overlays);
+	if (r < 0) {
+		strata_kv_list_clear(&l);
+		return error_set(err, r, "status");
+	}
+	*ret_status = l;
+	return 0;
+}

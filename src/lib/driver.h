@@ -1,0 +1,37 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The driver's internals, shared by the files that implement the contract. */
+#pragma once
+
+#include <stdbool.h>
+
+#include "store/store.h"
+#include "strata.h"
+#include "union/union.h"
+
+struct strata_driver {
+	store *store;
+	overlay_api api; /* resolved: NEW or LEGACY */
+	bool selinux;
+	char backing_fs[32];
+};
+
+/* Every trace of `id` except its chain file: diff, mnt and work dirs
+ * (renamed to -removing, then deleted), short links and counts.  Also
+ * finishes an interrupted remove (layers/<id>-removing).  Caller holds the
+ * id's lock and has unmounted mnt/<id>. */
+int layer_scrub(strata_driver *d, const char *id, strata_error *err);
+
+/* Unmounts mnt/<id> if something is mounted there. */
+int layer_unmount(strata_driver *d, const char *id, strata_error *err);
+
+/* Crash recovery at init (recover.c). */
+int driver_recover(strata_driver *d, strata_error *err);
+
+/* Checks the backing filesystem can carry overlay, by mounting a tiny one. */
+int driver_probe_backing(strata_driver *d, strata_error *err);
+
+/* Appends a key and a formatted value to a list. */
+int kv_add(strata_kv_list *list, const char *key, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* "ROOT/<sub>/<id>" (caller frees), NULL on ENOMEM. */
+char *driver_path(const strata_driver *d, const char *sub, const char *id);

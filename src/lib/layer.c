@@ -1,0 +1,372 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Layer lifecycle: create, remove, exists, metadata.
+ *
+ * Crash-safety invariant: a layer exists exactly when its chain file
+ * layers/<id> exists.  create writes it last, after everything else is on
+ * disk (fsynced); remove renames it away first (fsynced), before anything
+ * else is touched.  So an interrupted create leaves only invisible debris,
+ * and an interrupted remove leaves layers/<id>-removing, which the next
+ * init (or a new create of the same id) finishes.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "driver.h"
+#include "util/banned.h"
+#include "util/error.h"
+#include "util/fs.h"
+#include "util/macro.h"
+
+int layer_unmount(strata_driver *d, const char *id, strata_error *err)
+{
+	int m = fs_is_mount_point_at(d->store->mnt_fd, id);
+	if (m == -ENOENT || m == 0)
+		return 0;
+	if (m < 0)
+		return error_set(err, m, "stat %s/mnt/%s", d->store->root, id);
+	_cleanup_free_ char *target = driver_path(d, "mnt", id);
+	if (!target)
+		return -ENOMEM;
+	return union_unmount(target, err);
+}
+
+/* Renames <dirfd>/<id> to <id>-removing (replacing the debris of an
+ * earlier attempt) and deletes it. */
+static int remove_dir(strata_driver *d, int dirfd, const char *sub, const char *id, strata_error *err)
+{
+	char removing[STRATA_ID_MAX + sizeof(STORE_REMOVING_SUFFIX)];
+	snprintf(removing, sizeof(removing), "%s%s", id, STORE_REMOVING_SUFFIX);
+
+	if (renameat(dirfd, id, dirfd, removing) < 0 && errno != ENOENT) {
+		if (errno != EEXIST && errno != ENOTEMPTY)
+			return error_set(err, negerrno(), "rename %s/%s/%s", d->store->root, sub, id);
+		/* An earlier remove left <id>-removing: delete it, then retry. */
+		int r = fs_rm_tree_at(dirfd, removing, err);
+		if (r < 0)
+			return error_prefix(err, r, "%s/%s", d->store->root, sub);
+		if (renameat(dirfd, id, dirfd, removing) < 0 && errno != ENOENT)
+			return error_set(err, negerrno(), "rename %s/%s/%s", d->store->root, sub, id);
+	}
+	int r = fs_rm_tree_at(dirfd, removing, err);
+	if (r < 0)
+		return error_prefix(err, r, "%s/%s", d->store->root, sub);
+	return 0;
+}
+
+int layer_scrub(strata_driver *d, const char *id, strata_error *err)
+{
+	store *s = d->store;
+	const struct {
+		int fd;
+		const char *sub;
+	} dirs[] = {{s->mnt_fd, "mnt"}, {s->diff_fd, "diff"}, {s->work_fd, "work"}};
+
+	for (size_t i = 0; i < ELEMENTSOF(dirs); i++) {
+		int r = remove_dir(d, dirs[i].fd, dirs[i].sub, id, err);
+		if (r < 0)
+			return r;
+	}
+	int r = link_remove(s, id);
+	if (r < 0)
+		return error_set(err, r, "remove short link of %s", id);
+	r = refs_write(s, id, 0);
+	if (r < 0)
+		return error_set(err, r, "remove %s/refs/%s", s->root, id);
+
+	char removing[STRATA_ID_MAX + sizeof(STORE_REMOVING_SUFFIX)];
+	snprintf(removing, sizeof(removing), "%s%s", id, STORE_REMOVING_SUFFIX);
+	if (unlinkat(s->layers_fd, removing, 0) < 0 && errno != ENOENT)
+		return error_set(err, negerrno(), "unlink %s/layers/%s", s->root, removing);
+	return 0;
+}
+
+static int check_storage_opts(const char *const *opts, strata_error *err)
+{
+	/* No storage option is supported yet (a size quota needs project
+	 * quotas on the backing filesystem); accepting one silently would
+	 * promise what is not done. */
+	if (opts && opts[0])
+		return error_setf(err, -EINVAL, "unknown storage option \"%s\"", opts[0]);
+	return 0;
+}
+
+static int create_layer(strata_driver *d, const char *id, const char *parent, const char *const *storage_opts,
+			strata_error *err)
+{
+	store *s = d->store;
+	int r = id_validate(id, err);
+	if (r < 0)
+		return r;
+	if (parent && *parent) {
+		r = id_validate(parent, err);
+		if (r < 0)
+			return error_prefix(err, r, "parent");
+		if (!strcmp(parent, id))
+			return error_setf(err, -EINVAL, "a layer cannot be its own parent");
+	}
+	r = check_storage_opts(storage_opts, err);
+	if (r < 0)
+		return r;
+
+	/* Holding the parent's lock too keeps a concurrent remove of the
+	 * parent from slipping between reading its chain and committing ours. */
+	_cleanup_lock_ id_lock lock = ID_LOCK_INIT;
+	r = lock_ids(s, id, parent && *parent ? parent : NULL, &lock);
+	if (r < 0)
+		return error_set(err, r, "lock %s/lock", s->root);
+
+	r = store_layer_exists(s, id);
+	if (r < 0)
+		return error_set(err, r, "stat %s/layers/%s", s->root, id);
+	if (r > 0)
+		return error_setf(err, -EEXIST, "layer already exists");
+
+	_cleanup_strv_free_ char **grandparents = NULL;
+	if (parent && *parent) {
+		r = chain_read(s, parent, &grandparents, err);
+		if (r == -ENOENT)
+			return error_setf(err, r, "parent %s does not exist", parent);
+		if (r < 0)
+			return error_prefix(err, r, "parent %s", parent);
+		size_t depth = strv_length(grandparents) + 1;
+		if (depth > STORE_MAX_PARENTS)
+			return error_setf(err, -E2BIG,
+					  "chain would have %zu layers; overlay mounts at most %d (500 lower + 1 upper)",
+					  depth + 1, STORE_MAX_PARENTS + 1);
+	}
+
+	/* Debris of an interrupted create or remove of this id goes first:
+	 * we hold the lock, so no live operation owns it. */
+	r = layer_unmount(d, id, err);
+	if (r < 0)
+		return r;
+	r = layer_scrub(d, id, err);
+	if (r < 0)
+		return error_prefix(err, r, "clear leftovers");
+
+	_cleanup_free_ char *chain = NULL;
+	size_t chain_len = 0;
+	r = chain_format(parent, grandparents, &chain, &chain_len);
+	if (r < 0)
+		return error_set(err, r, "format chain");
+
+	const struct {
+		int fd;
+		const char *sub;
+		mode_t mode;
+	} dirs[] = {{s->diff_fd, "diff", 0755}, {s->mnt_fd, "mnt", 0755}, {s->work_fd, "work", 0700}};
+	for (size_t i = 0; i < ELEMENTSOF(dirs); i++) {
+		r = fs_mkdir_at(dirs[i].fd, id, dirs[i].mode);
+		if (r < 0) {
+			error_set(err, r, "mkdir %s/%s/%s", s->root, dirs[i].sub, id);
+			goto fail;
+		}
+	}
+	r = link_create(s, id, err);
+	if (r < 0)
+		goto fail;
+
+	/* Everything the chain file promises must be on disk before it is. */
+	int syncfds[] = {s->diff_fd, s->mnt_fd, s->work_fd, s->l_fd, s->link_fd};
+	for (size_t i = 0; i < ELEMENTSOF(syncfds); i++) {
+		if (fsync(syncfds[i]) < 0) {
+			r = error_set(err, negerrno(), "fsync %s", s->root);
+			goto fail;
+		}
+	}
+	r = fs_write_atomic_at(s->layers_fd, id, chain, chain_len, 0600, FS_WRITE_SYNC | FS_WRITE_NOREPLACE);
+	if (r < 0) {
+		error_set(err, r, "write %s/layers/%s", s->root, id);
+		goto fail;
+	}
+	return 0;
+
+fail:
+	layer_scrub(d, id, NULL);
+	return r;
+}
+
+int strata_create(strata_driver *d, const char *id, const char *parent, const char *const *storage_opts,
+		  strata_error *err)
+{
+	error_clear(err);
+	int r = create_layer(d, id, parent, storage_opts, err);
+	return r < 0 ? error_prefix(err, r, "create %s", id ? id : "") : 0;
+}
+
+int strata_create_rw(strata_driver *d, const char *id, const char *parent, const char *const *storage_opts,
+		     strata_error *err)
+{
+	error_clear(err);
+	/* overlay mounts every layer with its own diff dir as the upper, so
+	 * a container's layer needs nothing an image layer lacks. */
+	int r = create_layer(d, id, parent, storage_opts, err);
+	return r < 0 ? error_prefix(err, r, "create %s", id ? id : "") : 0;
+}
+
+/* The first child naming `id` as its direct parent, if any. */
+static int find_child(strata_driver *d, const char *id, char **ret_child)
+{
+	_cleanup_close_ int fd = openat(d->store->layers_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return negerrno();
+	_cleanup_closedir_ DIR *dir = fdopendir(TAKE_FD(fd));
+	if (!dir)
+		return negerrno();
+	size_t idlen = strlen(id);
+	struct dirent *de;
+	*ret_child = NULL;
+	while ((de = readdir(dir))) {
+		if (de->d_type == DT_DIR || store_name_reserved(de->d_name) || !strcmp(de->d_name, id))
+			continue;
+		/* Only the first line matters: a chain naming id further down
+		 * also has a direct child of id naming it first. */
+		_cleanup_close_ int cfd = openat(dirfd(dir), de->d_name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+		if (cfd < 0)
+			continue;
+		char buf[STRATA_ID_MAX + 2];
+		ssize_t n = pread(cfd, buf, sizeof(buf), 0);
+		if (n < (ssize_t)idlen)
+			continue;
+		if (!memcmp(buf, id, idlen) && ((size_t)n == idlen || buf[idlen] == '\n')) {
+			*ret_child = strdup(de->d_name);
+			return *ret_child ? 1 : -ENOMEM;
+		}
+	}
+	return 0;
+}
+
+static int remove_layer(strata_driver *d, const char *id, strata_error *err)
+{
+	store *s = d->store;
+	int r = id_validate(id, err);
+	if (r < 0)
+		return r;
+
+	_cleanup_lock_ id_lock lock = ID_LOCK_INIT;
+	r = lock_ids(s, id, NULL, &lock);
+	if (r < 0)
+		return error_set(err, r, "lock %s/lock", s->root);
+
+	char removing[STRATA_ID_MAX + sizeof(STORE_REMOVING_SUFFIX)];
+	snprintf(removing, sizeof(removing), "%s%s", id, STORE_REMOVING_SUFFIX);
+
+	r = store_layer_exists(s, id);
+	if (r < 0)
+		return error_set(err, r, "stat %s/layers/%s", s->root, id);
+	if (r == 0) {
+		/* Retrying a remove that was interrupted finishes it. */
+		struct stat st;
+		if (fstatat(s->layers_fd, removing, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+			r = layer_unmount(d, id, err);
+			return r < 0 ? r : layer_scrub(d, id, err);
+		}
+		return error_setf(err, -ENOENT, "no such layer");
+	}
+
+	_cleanup_free_ char *child = NULL;
+	r = find_child(d, id, &child);
+	if (r < 0)
+		return error_set(err, r, "read %s/layers", s->root);
+	if (r > 0)
+		return error_setf(err, -EBUSY, "layer is the parent of %s; remove that first", child);
+
+	r = layer_unmount(d, id, err);
+	if (r < 0)
+		return r;
+
+	/* The commit point: from here on the layer does not exist. */
+	if (renameat(s->layers_fd, id, s->layers_fd, removing) < 0)
+		return error_set(err, negerrno(), "rename %s/layers/%s", s->root, id);
+	r = fs_fsync_dir(s->layers_fd);
+	if (r < 0)
+		return error_set(err, r, "fsync %s/layers", s->root);
+
+	return layer_scrub(d, id, err);
+}
+
+int strata_remove(strata_driver *d, const char *id, strata_error *err)
+{
+	error_clear(err);
+	int r = remove_layer(d, id, err);
+	return r < 0 ? error_prefix(err, r, "remove %s", id ? id : "") : 0;
+}
+
+int strata_exists(strata_driver *d, const char *id, strata_error *err)
+{
+	error_clear(err);
+	int r = id_validate(id, err);
+	if (r < 0)
+		return error_prefix(err, r, "exists %s", id ? id : "");
+	r = store_layer_exists(d->store, id);
+	if (r < 0)
+		return error_set(err, r, "exists %s: stat %s/layers/%s", id, d->store->root, id);
+	return r;
+}
+
+static int metadata(strata_driver *d, const char *id, strata_kv_list *ret, strata_error *err)
+{
+	store *s = d->store;
+	int r = id_validate(id, err);
+	if (r < 0)
+		return r;
+
+	_cleanup_lock_ id_lock lock = ID_LOCK_INIT;
+	r = lock_ids(s, id, NULL, &lock);
+	if (r < 0)
+		return error_set(err, r, "lock %s/lock", s->root);
+
+	_cleanup_strv_free_ char **parents = NULL;
+	r = chain_read(s, id, &parents, err);
+	if (r < 0)
+		return r;
+	unsigned refs = 0;
+	r = refs_read(s, id, &refs);
+	if (r < 0)
+		return error_set(err, r, "read %s/refs/%s", s->root, id);
+	int mounted = fs_is_mount_point_at(s->mnt_fd, id);
+	if (mounted < 0)
+		mounted = 0;
+
+	strbuf lower = {0};
+	for (size_t i = 0; r >= 0 && parents[i]; i++)
+		r = strbuf_appendf(&lower, "%s%s/diff/%s", i ? ":" : "", s->root, parents[i]);
+	if (r < 0) {
+		strbuf_release(&lower);
+		return -ENOMEM;
+	}
+	_cleanup_free_ char *lowerdir = strbuf_detach(&lower);
+	if (!lowerdir)
+		return -ENOMEM;
+
+	size_t n = strv_length(parents);
+	strata_kv_list l = {0};
+	r = kv_add(&l, "DiffDir", "%s/diff/%s", s->root, id);
+	r = r < 0 ? r : kv_add(&l, "MergedDir", "%s/%s/%s", s->root, n ? "mnt" : "diff", id);
+	r = r < 0 ? r : kv_add(&l, "WorkDir", "%s/work/%s", s->root, id);
+	r = r < 0 ? r : kv_add(&l, "LowerDir", "%s", lowerdir);
+	r = r < 0 ? r : kv_add(&l, "Parent", "%s", n ? parents[0] : "");
+	r = r < 0 ? r : kv_add(&l, "ChainLength", "%zu", n + 1);
+	r = r < 0 ? r : kv_add(&l, "RefCount", "%u", refs);
+	r = r < 0 ? r : kv_add(&l, "Mounted", "%s", mounted > 0 ? "true" : "false");
+	if (r < 0) {
+		strata_kv_list_clear(&l);
+		return -ENOMEM;
+	}
+	*ret = l;
+	return 0;
+}
+
+int strata_get_metadata(strata_driver *d, const char *id, strata_kv_list *ret_metadata, strata_error *err)
+{
+	error_clear(err);
+	int r = metadata(d, id, ret_metadata, err);
+	return r < 0 ? error_prefix(err, r, "metadata %s", id ? id : "") : 0;
+}

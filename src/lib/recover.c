@@ -1,0 +1,374 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * What init does beyond creating the layout: prove the backing filesystem
+ * can carry overlay, and undo what a crashed process left behind.
+ *
+ * Recovery takes each id's lock before touching anything of that id, so it
+ * is safe while other processes use the store: an operation in flight owns
+ * its lock, and whatever recovery finds once it holds the lock is debris.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include "driver.h"
+#include "util/banned.h"
+#include "util/error.h"
+#include "util/fs.h"
+#include "util/macro.h"
+
+#define PROBE_PREFIX ".probe-"
+
+static int probe_mount(strata_driver *d, int probe_fd, const char *probe, strata_error *err)
+{
+	_cleanup_free_ char *lower = NULL, *upper = NULL, *work = NULL, *merged = NULL;
+	if (asprintf(&lower, "%s/lower", probe) < 0 || asprintf(&upper, "%s/upper", probe) < 0 ||
+	    asprintf(&work, "%s/work", probe) < 0 || asprintf(&merged, "%s/merged", probe) < 0)
+		return -ENOMEM;
+	char *lowers[] = {lower, NULL};
+	char lower_name[] = "lower";
+	char *short_lowers[] = {lower_name, NULL};
+	union_request req = {
+		.target = merged,
+		.upper = upper,
+		.work = work,
+		.lowers = lowers,
+		.n_lowers = 1,
+		.short_dirfd = probe_fd,
+		.short_lowers = short_lowers,
+		.short_upper = "upper",
+		.short_work = "work",
+	};
+	int r = overlay_mount(&req, d->api, err);
+	if (r < 0)
+		return r;
+
+	/* Deleting a lower file through the union must leave overlay's
+	 * whiteout (a 0/0 character device) in the upper dir: the format
+	 * every layer's diff relies on. */
+	_cleanup_close_ int mfd = open(merged, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (mfd < 0)
+		r = error_set(err, negerrno(), "open %s", merged);
+	else if (unlinkat(mfd, "file", 0) < 0)
+		r = error_set(err, negerrno(), "delete a lower file through overlay at %s", merged);
+	closep(&mfd);
+	mfd = -1;
+	int u = union_unmount(merged, r < 0 ? NULL : err);
+	if (r < 0)
+		return r;
+	if (u < 0)
+		return u;
+
+	struct stat st;
+	if (fstatat(probe_fd, "upper/file", &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return error_set(err, negerrno(), "overlay left no whiteout in %s", upper);
+	if (!S_ISCHR(st.st_mode) || st.st_rdev != makedev(0, 0))
+		return error_setf(err, -EOPNOTSUPP, "overlay whiteout in %s is not a 0/0 character device", upper);
+	return 0;
+}
+
+int driver_probe_backing(strata_driver *d, strata_error *err)
+{
+	store *s = d->store;
+	char rnd[8], name[32];
+	int r = fs_random_name(rnd, sizeof(rnd));
+	if (r < 0)
+		return error_set(err, r, "getrandom");
+	snprintf(name, sizeof(name), PROBE_PREFIX "%.8s", rnd);
+
+	r = fs_mkdir_at(s->root_fd, name, 0700);
+	if (r < 0)
+		return error_set(err, r, "mkdir %s/%s", s->root, name);
+	_cleanup_free_ char *probe = NULL;
+	if (asprintf(&probe, "%s/%s", s->root, name) < 0) {
+		fs_rm_tree_at(s->root_fd, name, NULL);
+		return -ENOMEM;
+	}
+
+	_cleanup_close_ int ffd = -1, lfd = -1;
+	_cleanup_close_ int pfd = openat(s->root_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (pfd < 0) {
+		r = error_set(err, negerrno(), "open %s", probe);
+		goto out;
+	}
+	static const char *const dirs[] = {"lower", "upper", "work", "merged"};
+	for (size_t i = 0; i < ELEMENTSOF(dirs); i++) {
+		r = fs_mkdir_at(pfd, dirs[i], 0700);
+		if (r < 0) {
+			error_set(err, r, "mkdir %s/%s", probe, dirs[i]);
+			goto out;
+		}
+	}
+	ffd = openat(pfd, "lower/file", O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (ffd < 0) {
+		r = error_set(err, negerrno(), "create %s/lower/file", probe);
+		goto out;
+	}
+
+	/* overlay needs d_type to tell whiteouts from files cheaply. */
+	lfd = openat(pfd, "lower", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *dir = lfd >= 0 ? fdopendir(TAKE_FD(lfd)) : NULL;
+	if (!dir) {
+		r = error_set(err, negerrno(), "open %s/lower", probe);
+		goto out;
+	}
+	bool dtype = false;
+	struct dirent *de;
+	while ((de = readdir(dir)))
+		if (!strcmp(de->d_name, "file"))
+			dtype = de->d_type == DT_REG;
+	closedir(dir);
+	if (!dtype) {
+		r = error_setf(err, -EOPNOTSUPP,
+			       "backing filesystem %s at %s does not report file types (d_type); overlay needs them "
+			       "(for ext4: mkfs -O filetype; for xfs: mkfs -n ftype=1)",
+			       d->backing_fs, s->root);
+		goto out;
+	}
+
+	r = probe_mount(d, pfd, probe, err);
+	if (r < 0)
+		error_prefix(err, r, "backing filesystem %s cannot carry overlay", d->backing_fs);
+out:
+	fs_rm_tree_at(s->root_fd, name, r < 0 ? NULL : err);
+	return r;
+}
+
+/* Entries of the directory dirfd, copied so the caller may change it. */
+static int list_dir(int dirfd, char ***ret)
+{
+	_cleanup_close_ int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return negerrno();
+	_cleanup_closedir_ DIR *dir = fdopendir(TAKE_FD(fd));
+	if (!dir)
+		return negerrno();
+	size_t n = 0, alloc = 16;
+	_cleanup_strv_free_ char **v = calloc(alloc + 1, sizeof(char *));
+	if (!v)
+		return -ENOMEM;
+	struct dirent *de;
+	while ((de = readdir(dir))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		if (n == alloc) {
+			alloc *= 2;
+			char **nv = realloc(v, (alloc + 1) * sizeof(char *));
+			if (!nv)
+				return -ENOMEM;
+			v = nv;
+		}
+		v[n] = strdup(de->d_name);
+		if (!v[n])
+			return -ENOMEM;
+		v[++n] = NULL;
+	}
+	*ret = TAKE_PTR(v);
+	return 0;
+}
+
+/* The id a reserved or layer entry belongs to, or NULL if it is none. */
+static char *owner_id(const char *name)
+{
+	size_t len = strlen(name), sl = strlen(STORE_REMOVING_SUFFIX);
+	if (len > sl && !strcmp(name + len - sl, STORE_REMOVING_SUFFIX))
+		len -= sl;
+	char *id = strndup(name, len);
+	if (id && id_validate(id, NULL) < 0) {
+		free(id);
+		return NULL;
+	}
+	return id;
+}
+
+/* Mounts under ROOT/mnt/<name> for names whose layer is gone or whose
+ * count says nobody holds them.  Legitimately held mounts stay. */
+static int recover_mounts(strata_driver *d, strata_error *err)
+{
+	store *s = d->store;
+	_cleanup_free_ char *mnt = NULL;
+	if (asprintf(&mnt, "%s/mnt/", s->root) < 0)
+		return -ENOMEM;
+	mount_entry *m = NULL;
+	size_t n = 0;
+	int r = mountinfo_under(s->root, &m, &n);
+	if (r < 0)
+		return error_set(err, r, "read /proc/self/mountinfo");
+
+	size_t plen = strlen(mnt);
+	int first_error = 0;
+	for (size_t i = 0; i < n && !first_error; i++) {
+		if (strncmp(m[i].mountpoint, mnt, plen) != 0 || !m[i].fstype[0])
+			continue;
+		const char *rest = m[i].mountpoint + plen;
+		size_t nl = strcspn(rest, "/");
+		_cleanup_free_ char *name = strndup(rest, nl);
+		if (!name) {
+			first_error = -ENOMEM;
+			break;
+		}
+		_cleanup_free_ char *id = owner_id(name);
+		_cleanup_lock_ id_lock lock = ID_LOCK_INIT;
+		bool stale = true;
+		if (id) {
+			r = lock_ids(s, id, NULL, &lock);
+			if (r < 0) {
+				first_error = error_set(err, r, "lock %s", id);
+				break;
+			}
+			unsigned count = 0;
+			if (!strcmp(id, name) && store_layer_exists(s, id) > 0 && refs_read(s, id, &count) >= 0 &&
+			    count > 0)
+				stale = false;
+		}
+		/* Everything mounted under this name goes, deepest first,
+		 * while its lock is held. */
+		for (size_t j = i; j < n; j++) {
+			if (!m[j].fstype[0] || strncmp(m[j].mountpoint, mnt, plen) != 0)
+				continue;
+			const char *rj = m[j].mountpoint + plen;
+			if (strncmp(rj, name, nl) != 0 || (rj[nl] != '\0' && rj[nl] != '/'))
+				continue;
+			if (stale) {
+				r = union_unmount(m[j].mountpoint, err);
+				if (r < 0 && !first_error)
+					first_error = r;
+			}
+			m[j].fstype[0] = '\0'; /* handled */
+		}
+		if (stale && id && !strcmp(id, name) && !first_error)
+			refs_write(s, id, 0);
+	}
+	mount_entries_free(m, n);
+	return first_error;
+}
+
+static int recover_dir(strata_driver *d, int dirfd, const char *sub, strata_error *err)
+{
+	store *s = d->store;
+	_cleanup_strv_free_ char **names = NULL;
+	int r = list_dir(dirfd, &names);
+	if (r < 0)
+		return error_set(err, r, "read %s/%s", s->root, sub);
+
+	for (char **p = names; *p; p++) {
+		const char *name = *p;
+		if (!strncmp(name, ".tmp-", 5)) {
+			/* An atomic write that never reached its rename. */
+			if (unlinkat(dirfd, name, 0) < 0 && errno != ENOENT)
+				return error_set(err, negerrno(), "unlink %s/%s/%s", s->root, sub, name);
+			continue;
+		}
+		_cleanup_free_ char *id = owner_id(name);
+		if (!id)
+			continue; /* not ours: leave it */
+
+		_cleanup_lock_ id_lock lock = ID_LOCK_INIT;
+		r = lock_ids(s, id, NULL, &lock);
+		if (r < 0)
+			return error_set(err, r, "lock %s", id);
+		r = store_layer_exists(s, id);
+		if (r < 0)
+			return error_set(err, r, "stat %s/layers/%s", s->root, id);
+		if (r > 0 && !strcmp(name, id))
+			continue; /* a live layer */
+		if (r > 0) {
+			/* -removing debris beside a live layer of the same id. */
+			r = fs_rm_tree_at(dirfd, name, err);
+			if (r < 0)
+				return error_prefix(err, r, "%s/%s", s->root, sub);
+			continue;
+		}
+		/* No chain file: an interrupted remove or create of id. */
+		r = layer_unmount(d, id, err);
+		if (r < 0)
+			return r;
+		r = layer_scrub(d, id, err);
+		if (r < 0)
+			return error_prefix(err, r, "finish removing %s", id);
+	}
+	return 0;
+}
+
+/* l/<short> links whose layer is gone, or that no link/<id> points back to
+ * (a create interrupted between the two symlinks). */
+static int recover_short_links(strata_driver *d, strata_error *err)
+{
+	store *s = d->store;
+	_cleanup_strv_free_ char **names = NULL;
+	int r = list_dir(s->l_fd, &names);
+	if (r < 0)
+		return error_set(err, r, "read %s/l", s->root);
+	for (char **p = names; *p; p++) {
+		char target[STRATA_ID_MAX + 16];
+		ssize_t n = readlinkat(s->l_fd, *p, target, sizeof(target) - 1);
+		if (n < 0)
+			continue;
+		target[n] = '\0';
+		if (strncmp(target, "../diff/", 8) != 0)
+			continue;
+		const char *id = target + 8;
+		if (id_validate(id, NULL) < 0)
+			continue;
+		_cleanup_lock_ id_lock lock = ID_LOCK_INIT;
+		r = lock_ids(s, id, NULL, &lock);
+		if (r < 0)
+			return error_set(err, r, "lock %s", id);
+		char back[STORE_LINK_LEN + 1];
+		if (store_layer_exists(s, id) > 0 && link_read(s, id, back) == 0 && !strcmp(back, *p))
+			continue;
+		if (unlinkat(s->l_fd, *p, 0) < 0 && errno != ENOENT)
+			return error_set(err, negerrno(), "unlink %s/l/%s", s->root, *p);
+	}
+	return 0;
+}
+
+int driver_recover(strata_driver *d, strata_error *err)
+{
+	store *s = d->store;
+
+	/* Probe dirs of an init that died mid-probe (a mount may remain). */
+	_cleanup_strv_free_ char **top = NULL;
+	int r = list_dir(s->root_fd, &top);
+	if (r < 0)
+		return error_set(err, r, "read %s", s->root);
+	for (char **p = top; *p; p++) {
+		if (strncmp(*p, PROBE_PREFIX, strlen(PROBE_PREFIX)) != 0)
+			continue;
+		_cleanup_free_ char *merged = NULL;
+		if (asprintf(&merged, "%s/%s/merged", s->root, *p) < 0)
+			return -ENOMEM;
+		_cleanup_close_ int pfd = openat(s->root_fd, *p, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (pfd >= 0 && fs_is_mount_point_at(pfd, "merged") > 0) {
+			r = union_unmount(merged, err);
+			if (r < 0)
+				return r;
+		}
+		r = fs_rm_tree_at(s->root_fd, *p, err);
+		if (r < 0)
+			return error_prefix(err, r, "%s", s->root);
+	}
+
+	/* Mounts first, so no directory removed below has a mount in it. */
+	r = recover_mounts(d, err);
+	if (r < 0)
+		return r;
+
+	const struct {
+		int fd;
+		const char *sub;
+	} dirs[] = {{s->layers_fd, "layers"}, {s->diff_fd, "diff"}, {s->mnt_fd, "mnt"},
+		    {s->work_fd, "work"},     {s->refs_fd, "refs"}, {s->link_fd, "link"}};
+	for (size_t i = 0; i < ELEMENTSOF(dirs); i++) {
+		r = recover_dir(d, dirs[i].fd, dirs[i].sub, err);
+		if (r < 0)
+			return r;
+	}
+	return recover_short_links(d, err);
+}
