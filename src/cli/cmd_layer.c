@@ -29,7 +29,7 @@ static int run_create(const cli_globals *g, int argc, char **argv)
 			opts[n_opts++] = optarg;
 		else {
 			free(opts);
-			return cli_usage_error(&cmd_create, "unknown option");
+			return cli_usage_error(&cmd_create, "unknown option \"%s\"", argv[optind - 1]);
 		}
 	}
 	int rest = argc - optind;
@@ -134,7 +134,7 @@ static int run_metadata(const cli_globals *g, int argc, char **argv)
 	int c;
 	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		if (c != 'j')
-			return cli_usage_error(&cmd_metadata, "unknown option");
+			return cli_usage_error(&cmd_metadata, "unknown option \"%s\"", argv[optind - 1]);
 		json = true;
 	}
 	if (argc - optind != 1)

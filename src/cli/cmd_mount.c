@@ -14,7 +14,7 @@ static int run_mount(const cli_globals *g, int argc, char **argv)
 	int c;
 	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		if (c != 'l')
-			return cli_usage_error(&cmd_mount, "unknown option");
+			return cli_usage_error(&cmd_mount, "unknown option \"%s\"", argv[optind - 1]);
 		label = optarg;
 	}
 	if (argc - optind != 1)

@@ -43,7 +43,7 @@ static int run_status(const cli_globals *g, int argc, char **argv)
 	int c;
 	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		if (c != 'j')
-			return cli_usage_error(&cmd_status, "unknown option");
+			return cli_usage_error(&cmd_status, "unknown option \"%s\"", argv[optind - 1]);
 		json = true;
 	}
 	if (optind < argc)

@@ -171,6 +171,7 @@ int main(int argc, char **argv)
 	if (cli_wants_help(cmd, sub_argc, sub_argv))
 		return EXIT_SUCCESS;
 	optind = 0; /* glibc: 0 fully re-initialises getopt for the command */
+	opterr = 0; /* commands report unknown options in their own one line */
 	int rc = cmd->run(&g, sub_argc, sub_argv);
 	free(g.options);
 	return rc;

@@ -232,6 +232,11 @@ int fs_rm_tree_at(int parent_fd, const char *name, strata_error *err)
 			}
 			if (unlinkat(dfd, de->d_name, AT_REMOVEDIR) == 0 || errno == ENOENT)
 				continue;
+			if (errno == EBUSY) {
+				r = error_set(err, -EBUSY, "remove %s: %s inside it is a mount point", name,
+					      de->d_name);
+				break;
+			}
 			if (errno != ENOTEMPTY && errno != EEXIST) {
 				r = error_set(err, negerrno(), "rmdir %s under %s", de->d_name, name);
 				break;
