@@ -28,11 +28,11 @@ extern "C" {
 #define STRATA_API
 #endif
 
-#define STRATA_ID_MAX 128
+#define STRATA_ID_MAX	 128
 #define STRATA_ERROR_MAX 1024
 
 typedef struct strata_error {
-	int code;                       /* positive errno value; 0 when no error */
+	int code;			/* positive errno value; 0 when no error */
 	char message[STRATA_ERROR_MAX]; /* "operation subject: detail" */
 } strata_error;
 
@@ -83,8 +83,8 @@ STRATA_API const char *strata_driver_root(const strata_driver *driver);
  * `storage_opts` is a NULL-terminated "key=value" array (may be NULL); no
  * storage option is supported yet, so any is an error.
  */
-STRATA_API int strata_create(strata_driver *driver, const char *id, const char *parent,
-			     const char *const *storage_opts, strata_error *err);
+STRATA_API int strata_create(strata_driver *driver, const char *id, const char *parent, const char *const *storage_opts,
+			     strata_error *err);
 /* Same as strata_create; the layer is meant to be a container's writable top. */
 STRATA_API int strata_create_rw(strata_driver *driver, const char *id, const char *parent,
 				const char *const *storage_opts, strata_error *err);
@@ -101,8 +101,8 @@ STRATA_API int strata_exists(strata_driver *driver, const char *id, strata_error
  * layer without parents returns its diff dir.  `mount_label` (may be NULL)
  * becomes a context= mount option when SELinux is enabled.
  */
-STRATA_API int strata_get(strata_driver *driver, const char *id, const char *mount_label,
-			  char **ret_path, strata_error *err);
+STRATA_API int strata_get(strata_driver *driver, const char *id, const char *mount_label, char **ret_path,
+			  strata_error *err);
 
 /* Drops one reference; the last one unmounts.  -EINVAL if not in use. */
 STRATA_API int strata_put(strata_driver *driver, const char *id, strata_error *err);

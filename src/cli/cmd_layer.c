@@ -68,8 +68,9 @@ static const char *one_id(const cli_command *cmd, int argc, char **argv, int *rc
 	if (argc > 1 && !strcmp(argv[1], "--"))
 		first = 2;
 	if (argc - first != 1 || (first == 1 && argv[1][0] == '-' && argv[1][1])) {
-		*rc = cli_usage_error(cmd, argc - first < 1 ? "missing ID" : argc - first > 1 ? "too many arguments"
-											 : "unknown option");
+		*rc = cli_usage_error(cmd, argc - first < 1   ? "missing ID"
+					   : argc - first > 1 ? "too many arguments"
+							      : "unknown option");
 		return NULL;
 	}
 	*rc = 0;

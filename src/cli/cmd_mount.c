@@ -48,8 +48,9 @@ const cli_command cmd_mount = {
 static int run_umount(const cli_globals *g, int argc, char **argv)
 {
 	if (argc != 2 || (argv[1][0] == '-' && argv[1][1]))
-		return cli_usage_error(&cmd_umount, argc < 2 ? "missing ID" : argc > 2 ? "too many arguments"
-										   : "unknown option");
+		return cli_usage_error(&cmd_umount, argc < 2   ? "missing ID"
+						    : argc > 2 ? "too many arguments"
+							       : "unknown option");
 	strata_driver *d = NULL;
 	int rc = cli_open(g, 0, &d);
 	if (rc)

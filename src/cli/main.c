@@ -13,8 +13,7 @@
 #define DEFAULT_ROOT "/var/lib/strata"
 
 static const cli_command *const commands[] = {
-	&cmd_init,   &cmd_create, &cmd_rm,     &cmd_exists, &cmd_mount,
-	&cmd_umount, &cmd_status, &cmd_metadata, &cmd_cleanup,
+	&cmd_init, &cmd_create, &cmd_rm, &cmd_exists, &cmd_mount, &cmd_umount, &cmd_status, &cmd_metadata, &cmd_cleanup,
 };
 
 const cli_command *cli_find(const char *name)
@@ -107,17 +106,8 @@ static void usage(FILE *f)
 		fprintf(f, "  %-9s %s\n", commands[i]->name, commands[i]->summary);
 }
 
-int main(int argc, char **argv)
+static int dispatch(cli_globals *g, int argc, char **argv)
 {
-	cli_globals g = {.root = getenv("STRATA_ROOT")};
-	if (!g.root || !*g.root)
-		g.root = DEFAULT_ROOT;
-	g.options = calloc((size_t)argc + 1, sizeof(char *));
-	if (!g.options) {
-		cli_error("out of memory");
-		return EXIT_FAILURE;
-	}
-
 	static const struct option longopts[] = {
 		{"root", required_argument, NULL, 'r'},
 		{"help", no_argument, NULL, 'h'},
@@ -128,14 +118,14 @@ int main(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "+ho:", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'r':
-			g.root = optarg;
+			g->root = optarg;
 			break;
 		case 'o':
 			if (!strchr(optarg, '=')) {
 				cli_error("-o %s: expected KEY=VALUE", optarg);
 				return EXIT_USAGE;
 			}
-			g.options[g.n_options++] = optarg;
+			g->options[g->n_options++] = optarg;
 			break;
 		case 'h':
 			usage(stdout);
@@ -172,7 +162,20 @@ int main(int argc, char **argv)
 		return EXIT_SUCCESS;
 	optind = 0; /* glibc: 0 fully re-initialises getopt for the command */
 	opterr = 0; /* commands report unknown options in their own one line */
-	int rc = cmd->run(&g, sub_argc, sub_argv);
+	return cmd->run(g, sub_argc, sub_argv);
+}
+
+int main(int argc, char **argv)
+{
+	cli_globals g = {.root = getenv("STRATA_ROOT")};
+	if (!g.root || !*g.root)
+		g.root = DEFAULT_ROOT;
+	g.options = calloc((size_t)argc + 1, sizeof(char *));
+	if (!g.options) {
+		cli_error("out of memory");
+		return EXIT_FAILURE;
+	}
+	int rc = dispatch(&g, argc, argv);
 	free(g.options);
 	return rc;
 }

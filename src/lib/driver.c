@@ -38,10 +38,18 @@ static const struct {
 	unsigned long magic;
 	const char *name;
 } fs_names[] = {
-	{EXT4_SUPER_MAGIC, "extfs"},    {XFS_SUPER_MAGIC, "xfs"},       {BTRFS_SUPER_MAGIC, "btrfs"},
-	{TMPFS_MAGIC, "tmpfs"},         {OVERLAYFS_SUPER_MAGIC, "overlayfs"}, {AUFS_SUPER_MAGIC, "aufs"},
-	{ZFS_SUPER_MAGIC, "zfs"},       {NFS_SUPER_MAGIC, "nfs"},       {ECRYPTFS_SUPER_MAGIC, "ecryptfs"},
-	{FUSE_SUPER_MAGIC, "fuse"},     {F2FS_SUPER_MAGIC, "f2fs"},     {SQUASHFS_MAGIC, "squashfs"},
+	{EXT4_SUPER_MAGIC, "extfs"},
+	{XFS_SUPER_MAGIC, "xfs"},
+	{BTRFS_SUPER_MAGIC, "btrfs"},
+	{TMPFS_MAGIC, "tmpfs"},
+	{OVERLAYFS_SUPER_MAGIC, "overlayfs"},
+	{AUFS_SUPER_MAGIC, "aufs"},
+	{ZFS_SUPER_MAGIC, "zfs"},
+	{NFS_SUPER_MAGIC, "nfs"},
+	{ECRYPTFS_SUPER_MAGIC, "ecryptfs"},
+	{FUSE_SUPER_MAGIC, "fuse"},
+	{F2FS_SUPER_MAGIC, "f2fs"},
+	{SQUASHFS_MAGIC, "squashfs"},
 	{MSDOS_SUPER_MAGIC, "msdos"},
 };
 
@@ -135,7 +143,8 @@ static int parse_options(strata_driver *d, const char *const *options, overlay_a
 		const char *v = eq + 1;
 		if (kl == 6 && !strncmp(*o, "engine", kl)) {
 			if (strcmp(v, "overlay") && strcmp(v, "auto"))
-				return error_setf(err, -EINVAL, "driver option engine=%s: unknown engine (known: overlay)", v);
+				return error_setf(err, -EINVAL,
+						  "driver option engine=%s: unknown engine (known: overlay)", v);
 		} else if (kl == 8 && !strncmp(*o, "mountapi", kl)) {
 			if (!strcmp(v, "auto"))
 				*ret_api = OVERLAY_API_AUTO;
@@ -144,7 +153,8 @@ static int parse_options(strata_driver *d, const char *const *options, overlay_a
 			else if (!strcmp(v, "legacy"))
 				*ret_api = OVERLAY_API_LEGACY;
 			else
-				return error_setf(err, -EINVAL, "driver option mountapi=%s: expected auto, new or legacy", v);
+				return error_setf(err, -EINVAL,
+						  "driver option mountapi=%s: expected auto, new or legacy", v);
 		} else {
 			return error_setf(err, -EINVAL, "unknown driver option \"%.*s\"", (int)kl, *o);
 		}
@@ -194,10 +204,9 @@ static int absolute_root(const char *root, char **ret)
 	return asprintf(ret, "%s/%s", cwd, root) < 0 ? -ENOMEM : 0;
 }
 
-int strata_driver_open(const char *root, const char *const *options, unsigned flags, strata_driver **ret_driver,
+static int driver_open(const char *root, const char *const *options, unsigned flags, strata_driver **ret_driver,
 		       strata_error *err)
 {
-	error_clear(err);
 	const char *op = (flags & STRATA_OPEN_INIT) ? "init" : "open";
 	if (!root || !*root)
 		return error_setf(err, -EINVAL, "%s: empty root path", op);
@@ -237,9 +246,11 @@ int strata_driver_open(const char *root, const char *const *options, unsigned fl
 	if (r < 0)
 		return error_prefix(err, r, "%s %s", op, abs);
 
+	int features = overlay_probe();
+	d->fd_layers = features & OVERLAY_FD_LAYERS;
 	if (want == OVERLAY_API_AUTO)
-		d->api = overlay_probe_new_api() ? OVERLAY_API_NEW : OVERLAY_API_LEGACY;
-	else if (want == OVERLAY_API_NEW && !overlay_probe_new_api())
+		d->api = (features & OVERLAY_NEW_API) ? OVERLAY_API_NEW : OVERLAY_API_LEGACY;
+	else if (want == OVERLAY_API_NEW && !(features & OVERLAY_NEW_API))
 		return error_setf(err, -EOPNOTSUPP,
 				  "%s %s: mountapi=new: this kernel's overlay does not take lowerdir+ (Linux 6.7+)", op,
 				  d->store->root);
@@ -248,6 +259,10 @@ int strata_driver_open(const char *root, const char *const *options, unsigned fl
 	d->selinux = selinux_enabled();
 
 	if (flags & STRATA_OPEN_INIT) {
+		_cleanup_lock_ id_lock init_lock = ID_LOCK_INIT;
+		r = lock_store_init(d->store, &init_lock);
+		if (r < 0)
+			return error_set(err, r, "init %s: lock %s/lock", d->store->root, d->store->root);
 		r = driver_probe_backing(d, err);
 		if (r < 0)
 			return error_prefix(err, r, "init %s", d->store->root);
@@ -260,26 +275,40 @@ int strata_driver_open(const char *root, const char *const *options, unsigned fl
 	return 0;
 }
 
+int strata_driver_open(const char *root, const char *const *options, unsigned flags, strata_driver **ret_driver,
+		       strata_error *err)
+{
+	error_clear(err);
+	int r = driver_open(root, options, flags, ret_driver, err);
+	/* Every failure leaves a message naming the operation and the root. */
+	if (r < 0 && err && !err->message[0])
+		error_set(err, r, "%s %s", (flags & STRATA_OPEN_INIT) ? "init" : "open", root ? root : "");
+	return r;
+}
+
 static int count_layers(strata_driver *d, size_t *ret)
 {
-	_cleanup_close_ int fd = openat(d->store->layers_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return negerrno();
-	_cleanup_closedir_ DIR *dir = fdopendir(TAKE_FD(fd));
-	if (!dir)
-		return negerrno();
+	_cleanup_closedir_ DIR *dir = NULL;
+	int r = fs_opendir_at(d->store->layers_fd, ".", &dir);
+	if (r < 0)
+		return r;
 	size_t n = 0;
-	struct dirent *de;
-	while ((de = readdir(dir)))
+	for (;;) {
+		errno = 0;
+		struct dirent *de = readdir(dir);
+		if (!de)
+			break;
 		if (de->d_type != DT_DIR && !store_name_reserved(de->d_name) && id_validate(de->d_name, NULL) == 0)
 			n++;
+	}
+	if (errno)
+		return negerrno();
 	*ret = n;
 	return 0;
 }
 
-int strata_status(strata_driver *d, strata_kv_list *ret_status, strata_error *err)
+static int status(strata_driver *d, strata_kv_list *ret_status, strata_error *err)
 {
-	error_clear(err);
 	size_t layers = 0, n_mounts = 0;
 	int r = count_layers(d, &layers);
 	if (r < 0)
@@ -304,8 +333,9 @@ int strata_status(strata_driver *d, strata_kv_list *ret_status, strata_error *er
 	r = r < 0 ? r : kv_add(&l, "Root Dir", "%s", d->store->root);
 	r = r < 0 ? r : kv_add(&l, "Backing Filesystem", "%s", d->backing_fs);
 	r = r < 0 ? r : kv_add(&l, "Union Engine", "overlay");
-	r = r < 0 ? r : kv_add(&l, "Mount API", "%s",
-			       d->api == OVERLAY_API_NEW ? "new (fsconfig lowerdir+)" : "legacy (mount(2), short paths)");
+	r = r < 0 ? r
+		  : kv_add(&l, "Mount API", "%s",
+			   d->api == OVERLAY_API_NEW ? "new (fsconfig lowerdir+)" : "legacy (mount(2), short paths)");
 	r = r < 0 ? r : kv_add(&l, "Supports d_type", "true");
 	r = r < 0 ? r : kv_add(&l, "Max Chain Length", "%d", STORE_MAX_PARENTS + 1);
 	r = r < 0 ? r : kv_add(&l, "SELinux Labels", "%s", d->selinux ? "true" : "false");
@@ -317,4 +347,13 @@ int strata_status(strata_driver *d, strata_kv_list *ret_status, strata_error *er
 	}
 	*ret_status = l;
 	return 0;
+}
+
+int strata_status(strata_driver *d, strata_kv_list *ret_status, strata_error *err)
+{
+	error_clear(err);
+	int r = status(d, ret_status, err);
+	if (r < 0 && err && !err->message[0])
+		error_set(err, r, "status %s", d->store->root);
+	return r;
 }

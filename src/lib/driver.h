@@ -11,6 +11,7 @@
 struct strata_driver {
 	store *store;
 	overlay_api api; /* resolved: NEW or LEGACY */
+	bool fd_layers;	 /* the new API also takes layers by fd */
 	bool selinux;
 	char backing_fs[32];
 };
@@ -23,6 +24,12 @@ int layer_scrub(strata_driver *d, const char *id, strata_error *err);
 
 /* Unmounts mnt/<id> if something is mounted there. */
 int layer_unmount(strata_driver *d, const char *id, strata_error *err);
+
+/* Unmounts what is mounted under ROOT/mnt/<name>, one name at a time
+ * under that name's lock, and resets the counts of the layers unmounted.
+ * With only_stale (recovery), a layer whose count says it is held stays
+ * mounted. */
+int driver_unmount_views(strata_driver *d, bool only_stale, strata_error *err);
 
 /* Crash recovery at init (recover.c). */
 int driver_recover(strata_driver *d, strata_error *err);

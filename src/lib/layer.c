@@ -137,9 +137,10 @@ static int create_layer(strata_driver *d, const char *id, const char *parent, co
 			return error_prefix(err, r, "parent %s", parent);
 		size_t depth = strv_length(grandparents) + 1;
 		if (depth > STORE_MAX_PARENTS)
-			return error_setf(err, -E2BIG,
-					  "chain would have %zu layers; overlay mounts at most %d (500 lower + 1 upper)",
-					  depth + 1, STORE_MAX_PARENTS + 1);
+			return error_setf(
+				err, -E2BIG,
+				"chain would have %zu layers; overlay mounts at most %d (500 lower + 1 upper)",
+				depth + 1, STORE_MAX_PARENTS + 1);
 	}
 
 	/* Debris of an interrupted create or remove of this id goes first:
@@ -189,6 +190,11 @@ static int create_layer(strata_driver *d, const char *id, const char *parent, co
 	return 0;
 
 fail:
+	/* The chain file may have been renamed into place before its dir
+	 * sync failed.  Nobody else could have made it (we hold the lock and
+	 * saw no layer), so it goes first: the layer must not stay visible
+	 * while the rest is scrubbed. */
+	unlinkat(s->layers_fd, id, 0);
 	layer_scrub(d, id, NULL);
 	return r;
 }
@@ -198,7 +204,7 @@ int strata_create(strata_driver *d, const char *id, const char *parent, const ch
 {
 	error_clear(err);
 	int r = create_layer(d, id, parent, storage_opts, err);
-	return r < 0 ? error_prefix(err, r, "create %s", id ? id : "") : 0;
+	return r < 0 ? error_prefix(err, r, "create %s", QUOTE(id)) : 0;
 }
 
 int strata_create_rw(strata_driver *d, const char *id, const char *parent, const char *const *storage_opts,
@@ -208,39 +214,50 @@ int strata_create_rw(strata_driver *d, const char *id, const char *parent, const
 	/* overlay mounts every layer with its own diff dir as the upper, so
 	 * a container's layer needs nothing an image layer lacks. */
 	int r = create_layer(d, id, parent, storage_opts, err);
-	return r < 0 ? error_prefix(err, r, "create %s", id ? id : "") : 0;
+	return r < 0 ? error_prefix(err, r, "create %s", QUOTE(id)) : 0;
 }
 
-/* The first child naming `id` as its direct parent, if any. */
+/*
+ * The first layer naming `id` as its direct parent, if any.  Only first
+ * lines matter: a chain naming id further down also has a direct child of
+ * id naming it first.  Fails closed: a chain file that cannot be read is an
+ * error, never "no child", or a parent could be removed under its child.
+ * The scan costs one small read per layer in the store; a reverse index
+ * would be cheaper but is one more thing a crash could leave inconsistent.
+ */
 static int find_child(strata_driver *d, const char *id, char **ret_child)
 {
-	_cleanup_close_ int fd = openat(d->store->layers_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return negerrno();
-	_cleanup_closedir_ DIR *dir = fdopendir(TAKE_FD(fd));
-	if (!dir)
-		return negerrno();
+	_cleanup_closedir_ DIR *dir = NULL;
+	int r = fs_opendir_at(d->store->layers_fd, ".", &dir);
+	if (r < 0)
+		return r;
 	size_t idlen = strlen(id);
-	struct dirent *de;
 	*ret_child = NULL;
-	while ((de = readdir(dir))) {
+	for (;;) {
+		errno = 0;
+		struct dirent *de = readdir(dir);
+		if (!de)
+			break;
 		if (de->d_type == DT_DIR || store_name_reserved(de->d_name) || !strcmp(de->d_name, id))
 			continue;
-		/* Only the first line matters: a chain naming id further down
-		 * also has a direct child of id naming it first. */
 		_cleanup_close_ int cfd = openat(dirfd(dir), de->d_name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-		if (cfd < 0)
-			continue;
+		if (cfd < 0) {
+			if (errno == ENOENT)
+				continue; /* removed meanwhile */
+			return negerrno();
+		}
 		char buf[STRATA_ID_MAX + 2];
 		ssize_t n = pread(cfd, buf, sizeof(buf), 0);
-		if (n < (ssize_t)idlen)
+		if (n < 0)
+			return negerrno();
+		if ((size_t)n < idlen)
 			continue;
 		if (!memcmp(buf, id, idlen) && ((size_t)n == idlen || buf[idlen] == '\n')) {
 			*ret_child = strdup(de->d_name);
 			return *ret_child ? 1 : -ENOMEM;
 		}
 	}
-	return 0;
+	return errno ? negerrno() : 0;
 }
 
 static int remove_layer(strata_driver *d, const char *id, strata_error *err)
@@ -296,7 +313,7 @@ int strata_remove(strata_driver *d, const char *id, strata_error *err)
 {
 	error_clear(err);
 	int r = remove_layer(d, id, err);
-	return r < 0 ? error_prefix(err, r, "remove %s", id ? id : "") : 0;
+	return r < 0 ? error_prefix(err, r, "remove %s", QUOTE(id)) : 0;
 }
 
 int strata_exists(strata_driver *d, const char *id, strata_error *err)
@@ -304,7 +321,7 @@ int strata_exists(strata_driver *d, const char *id, strata_error *err)
 	error_clear(err);
 	int r = id_validate(id, err);
 	if (r < 0)
-		return error_prefix(err, r, "exists %s", id ? id : "");
+		return error_prefix(err, r, "exists %s", QUOTE(id));
 	r = store_layer_exists(d->store, id);
 	if (r < 0)
 		return error_set(err, r, "exists %s: stat %s/layers/%s", id, d->store->root, id);
@@ -368,5 +385,5 @@ int strata_get_metadata(strata_driver *d, const char *id, strata_kv_list *ret_me
 {
 	error_clear(err);
 	int r = metadata(d, id, ret_metadata, err);
-	return r < 0 ? error_prefix(err, r, "metadata %s", id ? id : "") : 0;
+	return r < 0 ? error_prefix(err, r, "metadata %s", QUOTE(id)) : 0;
 }

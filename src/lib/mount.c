@@ -39,9 +39,12 @@ static int mount_chain(strata_driver *d, const char *id, char **parents, const c
 	_cleanup_free_ char **short_lowers = NULL;
 	if (!target || !upper || !work || !lower_buf || !lowers)
 		return -ENOMEM;
+	size_t longest = strlen(upper);
 	for (size_t i = 0; i < n; i++) {
 		lowers[i] = lower_buf + i * stride;
-		snprintf(lowers[i], stride, "%s/diff/%s", s->root, parents[i]);
+		int w = snprintf(lowers[i], stride, "%s/diff/%s", s->root, parents[i]);
+		if ((size_t)w > longest)
+			longest = (size_t)w;
 	}
 
 	union_request req = {
@@ -55,7 +58,13 @@ static int mount_chain(strata_driver *d, const char *id, char **parents, const c
 		.short_dirfd = -1,
 	};
 
-	if (d->api == OVERLAY_API_LEGACY) {
+	/* Paths too long for an fsconfig string go by fd, which kernels
+	 * before 6.13 do not take: there the legacy path mounts instead. */
+	overlay_api api = d->api;
+	if (api == OVERLAY_API_NEW && !d->fd_layers && longest > OVERLAY_FSCONFIG_STRING_MAX)
+		api = OVERLAY_API_LEGACY;
+
+	if (api == OVERLAY_API_LEGACY) {
 		short_buf = malloc(n * (STORE_LINK_LEN + 1));
 		short_lowers = calloc(n + 1, sizeof(char *));
 		if (!short_buf || !short_lowers || asprintf(&short_upper, "../diff/%s", id) < 0 ||
@@ -72,7 +81,7 @@ static int mount_chain(strata_driver *d, const char *id, char **parents, const c
 		req.short_upper = short_upper;
 		req.short_work = short_work;
 	}
-	return overlay_mount(&req, d->api, err);
+	return overlay_mount(&req, api, err);
 }
 
 static int get_layer(strata_driver *d, const char *id, const char *label, char **ret_path, strata_error *err)
@@ -110,6 +119,10 @@ static int get_layer(strata_driver *d, const char *id, const char *label, char *
 		if (r < 0)
 			return error_set(err, r, "stat %s", path);
 		if (r == 0) {
+			/* References to a mount that vanished (unmounted behind
+			 * our back) are void; counting them would keep this new
+			 * mount alive after its last put. */
+			count = 0;
 			r = mount_chain(d, id, parents, label, err);
 			if (r < 0)
 				return r;
@@ -133,7 +146,7 @@ int strata_get(strata_driver *d, const char *id, const char *mount_label, char *
 {
 	error_clear(err);
 	int r = get_layer(d, id, mount_label, ret_path, err);
-	return r < 0 ? error_prefix(err, r, "get %s", id ? id : "") : 0;
+	return r < 0 ? error_prefix(err, r, "get %s", QUOTE(id)) : 0;
 }
 
 static int put_layer(strata_driver *d, const char *id, strata_error *err)
@@ -162,22 +175,30 @@ static int put_layer(strata_driver *d, const char *id, strata_error *err)
 	int mounted = fs_is_mount_point_at(s->mnt_fd, id);
 	if (mounted < 0 && mounted != -ENOENT)
 		return error_set(err, mounted, "stat %s/mnt/%s", s->root, id);
+	_cleanup_free_ char *target = driver_path(d, "mnt", id);
+	if (!target)
+		return -ENOMEM;
 
 	if (count == 0) {
-		/* A mount nobody counts is a leftover of a crashed get:
+		/* A mount nobody counts is a leftover of a crashed get or put:
 		 * put reclaims it, as Docker's RefCounter does. */
 		if (mounted > 0)
-			return layer_unmount(d, id, err);
+			return union_unmount(target, err);
 		return error_setf(err, -EINVAL, "layer is not in use (no get holds a reference)");
-	}
-	if (count == 1 && mounted > 0) {
-		r = layer_unmount(d, id, err);
-		if (r < 0)
-			return r; /* the count stays: the mount is still there */
 	}
 	r = refs_write(s, id, count - 1);
 	if (r < 0)
 		return error_set(err, r, "write %s/refs/%s", s->root, id);
+	/* The count is recorded before the unmount: a crash in between
+	 * leaves a mount with no count, which the next get adopts and init
+	 * removes, never a count with no mount. */
+	if (count == 1 && mounted > 0) {
+		r = union_unmount(target, err);
+		if (r < 0) {
+			refs_write(s, id, count); /* still mounted: still counted */
+			return r;
+		}
+	}
 	return 0;
 }
 
@@ -185,32 +206,72 @@ int strata_put(strata_driver *d, const char *id, strata_error *err)
 {
 	error_clear(err);
 	int r = put_layer(d, id, err);
-	return r < 0 ? error_prefix(err, r, "put %s", id ? id : "") : 0;
+	return r < 0 ? error_prefix(err, r, "put %s", QUOTE(id)) : 0;
 }
 
-/* Unmounts whatever is mounted at or below ROOT/mnt/<name> and forgets its
- * count.  Mounts below a layer's view (a container runtime's /proc, say)
- * come first: mountinfo_under returns deepest first. */
-static int cleanup_mounts(strata_driver *d, strata_error *err)
+int driver_unmount_views(strata_driver *d, bool only_stale, strata_error *err)
 {
 	store *s = d->store;
 	_cleanup_free_ char *mnt = NULL;
-	if (asprintf(&mnt, "%s/mnt", s->root) < 0)
+	if (asprintf(&mnt, "%s/mnt/", s->root) < 0)
 		return -ENOMEM;
 	mount_entry *m = NULL;
 	size_t n = 0;
-	int r = mountinfo_under(mnt, &m, &n);
+	int r = mountinfo_under(s->root, &m, &n);
 	if (r < 0)
 		return error_set(err, r, "read /proc/self/mountinfo");
 
-	int first_error = 0;
 	size_t plen = strlen(mnt);
-	for (size_t i = 0; i < n; i++) {
-		if (m[i].mountpoint[plen] != '/')
-			continue; /* ROOT/mnt itself is not ours to unmount */
-		r = union_unmount(m[i].mountpoint, first_error ? NULL : err);
-		if (r < 0 && !first_error)
-			first_error = r;
+	int first_error = 0;
+	for (size_t i = 0; i < n && !first_error; i++) {
+		if (!m[i].fstype[0] || strncmp(m[i].mountpoint, mnt, plen) != 0)
+			continue;
+		const char *rest = m[i].mountpoint + plen;
+		size_t nl = strcspn(rest, "/");
+		_cleanup_free_ char *name = strndup(rest, nl);
+		if (!name) {
+			first_error = -ENOMEM;
+			break;
+		}
+		_cleanup_free_ char *id = store_owner_id(name);
+		bool is_layer_view = id && !strcmp(id, name);
+		_cleanup_lock_ id_lock lock = ID_LOCK_INIT;
+		if (id) {
+			r = lock_ids(s, id, NULL, &lock);
+			if (r < 0) {
+				first_error = error_set(err, r, "lock %s", id);
+				break;
+			}
+		}
+		bool keep = false;
+		if (only_stale && is_layer_view) {
+			/* Kept: a live layer whose count says someone holds
+			 * it, and anything we cannot judge (a read error must
+			 * never detach a running container's root). */
+			unsigned count = 0;
+			int exists = store_layer_exists(s, id);
+			keep = exists < 0 || (exists > 0 && (refs_read(s, id, &count) < 0 || count > 0));
+		}
+		/* Everything under this name, deepest first, while its lock is
+		 * held; each rechecked, as the table was read before the lock. */
+		for (size_t j = i; j < n; j++) {
+			if (!m[j].fstype[0] || strncmp(m[j].mountpoint, mnt, plen) != 0)
+				continue;
+			const char *rj = m[j].mountpoint + plen;
+			if (strncmp(rj, name, nl) != 0 || (rj[nl] != '\0' && rj[nl] != '/'))
+				continue;
+			m[j].fstype[0] = '\0'; /* handled */
+			if (keep || fs_is_mount_point_at(AT_FDCWD, m[j].mountpoint) <= 0)
+				continue;
+			r = union_unmount(m[j].mountpoint, first_error ? NULL : err);
+			if (r < 0 && !first_error)
+				first_error = r;
+		}
+		if (!keep && is_layer_view && !first_error) {
+			r = refs_write(s, id, 0);
+			if (r < 0)
+				first_error = error_set(err, r, "reset %s/refs/%s", s->root, id);
+		}
 	}
 	mount_entries_free(m, n);
 	return first_error;
@@ -219,32 +280,38 @@ static int cleanup_mounts(strata_driver *d, strata_error *err)
 static int cleanup(strata_driver *d, strata_error *err)
 {
 	store *s = d->store;
-	int r = cleanup_mounts(d, err);
+	int r = driver_unmount_views(d, false, err);
+	if (r < 0)
+		return r;
 
-	/* Counts go with the mounts, each under its id's lock so a get in
-	 * flight finishes first. */
-	_cleanup_close_ int fd = openat(s->refs_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return error_set(err, negerrno(), "open %s/refs", s->root);
-	_cleanup_closedir_ DIR *dir = fdopendir(TAKE_FD(fd));
-	if (!dir)
-		return error_set(err, negerrno(), "open %s/refs", s->root);
-	struct dirent *de;
-	while ((de = readdir(dir))) {
+	/* Counts go with the mounts (base layers have counts but no mount),
+	 * each under its id's lock so a get in flight finishes first. */
+	_cleanup_closedir_ DIR *dir = NULL;
+	r = fs_opendir_at(s->refs_fd, ".", &dir);
+	if (r < 0)
+		return error_set(err, r, "open %s/refs", s->root);
+	for (;;) {
+		errno = 0;
+		struct dirent *de = readdir(dir);
+		if (!de)
+			break;
 		if (store_name_reserved(de->d_name) || id_validate(de->d_name, NULL) < 0)
 			continue;
 		_cleanup_lock_ id_lock lock = ID_LOCK_INIT;
-		int q = lock_ids(s, de->d_name, NULL, &lock);
-		if (q >= 0) {
-			/* A get that raced with the sweep above mounted again. */
-			q = layer_unmount(d, de->d_name, r < 0 ? NULL : err);
-			if (q >= 0)
-				q = refs_write(s, de->d_name, 0);
-		}
-		if (q < 0 && r >= 0)
-			r = error_set(err, q, "reset %s/refs/%s", s->root, de->d_name);
+		r = lock_ids(s, de->d_name, NULL, &lock);
+		if (r < 0)
+			return error_set(err, r, "lock %s", de->d_name);
+		/* A get that ran after the sweep above mounted again. */
+		r = layer_unmount(d, de->d_name, err);
+		if (r < 0)
+			return r;
+		r = refs_write(s, de->d_name, 0);
+		if (r < 0)
+			return error_set(err, r, "reset %s/refs/%s", s->root, de->d_name);
 	}
-	return r;
+	if (errno)
+		return error_set(err, negerrno(), "read %s/refs", s->root);
+	return 0;
 }
 
 int strata_cleanup(strata_driver *d, strata_error *err)

@@ -91,7 +91,7 @@ int driver_probe_backing(strata_driver *d, strata_error *err)
 		return -ENOMEM;
 	}
 
-	_cleanup_close_ int ffd = -1, lfd = -1;
+	_cleanup_close_ int ffd = -1;
 	_cleanup_close_ int pfd = openat(s->root_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (pfd < 0) {
 		r = error_set(err, negerrno(), "open %s", probe);
@@ -112,10 +112,10 @@ int driver_probe_backing(strata_driver *d, strata_error *err)
 	}
 
 	/* overlay needs d_type to tell whiteouts from files cheaply. */
-	lfd = openat(pfd, "lower", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	DIR *dir = lfd >= 0 ? fdopendir(TAKE_FD(lfd)) : NULL;
-	if (!dir) {
-		r = error_set(err, negerrno(), "open %s/lower", probe);
+	DIR *dir = NULL;
+	r = fs_opendir_at(pfd, "lower", &dir);
+	if (r < 0) {
+		error_set(err, r, "open %s/lower", probe);
 		goto out;
 	}
 	bool dtype = false;
@@ -133,28 +133,30 @@ int driver_probe_backing(strata_driver *d, strata_error *err)
 	}
 
 	r = probe_mount(d, pfd, probe, err);
-	if (r < 0)
+	/* Running out of memory or fds says nothing about the filesystem. */
+	if (r < 0 && r != -ENOMEM && r != -EMFILE && r != -ENFILE)
 		error_prefix(err, r, "backing filesystem %s cannot carry overlay", d->backing_fs);
-out:
-	fs_rm_tree_at(s->root_fd, name, r < 0 ? NULL : err);
-	return r;
+out:;
+	int q = fs_rm_tree_at(s->root_fd, name, r < 0 ? NULL : err);
+	return r < 0 ? r : q;
 }
 
 /* Entries of the directory dirfd, copied so the caller may change it. */
 static int list_dir(int dirfd, char ***ret)
 {
-	_cleanup_close_ int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return negerrno();
-	_cleanup_closedir_ DIR *dir = fdopendir(TAKE_FD(fd));
-	if (!dir)
-		return negerrno();
+	_cleanup_closedir_ DIR *dir = NULL;
+	int r = fs_opendir_at(dirfd, ".", &dir);
+	if (r < 0)
+		return r;
 	size_t n = 0, alloc = 16;
 	_cleanup_strv_free_ char **v = calloc(alloc + 1, sizeof(char *));
 	if (!v)
 		return -ENOMEM;
-	struct dirent *de;
-	while ((de = readdir(dir))) {
+	for (;;) {
+		errno = 0;
+		struct dirent *de = readdir(dir);
+		if (!de)
+			break;
 		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
 			continue;
 		if (n == alloc) {
@@ -169,84 +171,10 @@ static int list_dir(int dirfd, char ***ret)
 			return -ENOMEM;
 		v[++n] = NULL;
 	}
+	if (errno)
+		return negerrno();
 	*ret = TAKE_PTR(v);
 	return 0;
-}
-
-/* The id a reserved or layer entry belongs to, or NULL if it is none. */
-static char *owner_id(const char *name)
-{
-	size_t len = strlen(name), sl = strlen(STORE_REMOVING_SUFFIX);
-	if (len > sl && !strcmp(name + len - sl, STORE_REMOVING_SUFFIX))
-		len -= sl;
-	char *id = strndup(name, len);
-	if (id && id_validate(id, NULL) < 0) {
-		free(id);
-		return NULL;
-	}
-	return id;
-}
-
-/* Mounts under ROOT/mnt/<name> for names whose layer is gone or whose
- * count says nobody holds them.  Legitimately held mounts stay. */
-static int recover_mounts(strata_driver *d, strata_error *err)
-{
-	store *s = d->store;
-	_cleanup_free_ char *mnt = NULL;
-	if (asprintf(&mnt, "%s/mnt/", s->root) < 0)
-		return -ENOMEM;
-	mount_entry *m = NULL;
-	size_t n = 0;
-	int r = mountinfo_under(s->root, &m, &n);
-	if (r < 0)
-		return error_set(err, r, "read /proc/self/mountinfo");
-
-	size_t plen = strlen(mnt);
-	int first_error = 0;
-	for (size_t i = 0; i < n && !first_error; i++) {
-		if (strncmp(m[i].mountpoint, mnt, plen) != 0 || !m[i].fstype[0])
-			continue;
-		const char *rest = m[i].mountpoint + plen;
-		size_t nl = strcspn(rest, "/");
-		_cleanup_free_ char *name = strndup(rest, nl);
-		if (!name) {
-			first_error = -ENOMEM;
-			break;
-		}
-		_cleanup_free_ char *id = owner_id(name);
-		_cleanup_lock_ id_lock lock = ID_LOCK_INIT;
-		bool stale = true;
-		if (id) {
-			r = lock_ids(s, id, NULL, &lock);
-			if (r < 0) {
-				first_error = error_set(err, r, "lock %s", id);
-				break;
-			}
-			unsigned count = 0;
-			if (!strcmp(id, name) && store_layer_exists(s, id) > 0 && refs_read(s, id, &count) >= 0 &&
-			    count > 0)
-				stale = false;
-		}
-		/* Everything mounted under this name goes, deepest first,
-		 * while its lock is held. */
-		for (size_t j = i; j < n; j++) {
-			if (!m[j].fstype[0] || strncmp(m[j].mountpoint, mnt, plen) != 0)
-				continue;
-			const char *rj = m[j].mountpoint + plen;
-			if (strncmp(rj, name, nl) != 0 || (rj[nl] != '\0' && rj[nl] != '/'))
-				continue;
-			if (stale) {
-				r = union_unmount(m[j].mountpoint, err);
-				if (r < 0 && !first_error)
-					first_error = r;
-			}
-			m[j].fstype[0] = '\0'; /* handled */
-		}
-		if (stale && id && !strcmp(id, name) && !first_error)
-			refs_write(s, id, 0);
-	}
-	mount_entries_free(m, n);
-	return first_error;
 }
 
 static int recover_dir(strata_driver *d, int dirfd, const char *sub, strata_error *err)
@@ -260,12 +188,21 @@ static int recover_dir(strata_driver *d, int dirfd, const char *sub, strata_erro
 	for (char **p = names; *p; p++) {
 		const char *name = *p;
 		if (!strncmp(name, ".tmp-", 5)) {
-			/* An atomic write that never reached its rename. */
+			/* ".tmp-<8 random>-<id>": an atomic write of <id> that
+			 * never reached its rename, unless a live operation on
+			 * <id> is writing it right now: hence its lock. */
+			_cleanup_free_ char *owner = strlen(name) > 14 ? store_owner_id(name + 14) : NULL;
+			_cleanup_lock_ id_lock tlock = ID_LOCK_INIT;
+			if (owner) {
+				r = lock_ids(s, owner, NULL, &tlock);
+				if (r < 0)
+					return error_set(err, r, "lock %s", owner);
+			}
 			if (unlinkat(dirfd, name, 0) < 0 && errno != ENOENT)
 				return error_set(err, negerrno(), "unlink %s/%s/%s", s->root, sub, name);
 			continue;
 		}
-		_cleanup_free_ char *id = owner_id(name);
+		_cleanup_free_ char *id = store_owner_id(name);
 		if (!id)
 			continue; /* not ours: leave it */
 
@@ -320,8 +257,12 @@ static int recover_short_links(strata_driver *d, strata_error *err)
 		r = lock_ids(s, id, NULL, &lock);
 		if (r < 0)
 			return error_set(err, r, "lock %s", id);
+		/* Only links proven dangling go: an error reading the layer's
+		 * side keeps the link, as its children's legacy mounts need it. */
 		char back[STORE_LINK_LEN + 1];
-		if (store_layer_exists(s, id) > 0 && link_read(s, id, back) == 0 && !strcmp(back, *p))
+		int exists = store_layer_exists(s, id);
+		int lr = exists > 0 ? link_read(s, id, back) : -ENOENT;
+		if (exists < 0 || (lr < 0 && lr != -ENOENT && lr != -EBADMSG) || (lr == 0 && !strcmp(back, *p)))
 			continue;
 		if (unlinkat(s->l_fd, *p, 0) < 0 && errno != ENOENT)
 			return error_set(err, negerrno(), "unlink %s/l/%s", s->root, *p);
@@ -356,7 +297,7 @@ int driver_recover(strata_driver *d, strata_error *err)
 	}
 
 	/* Mounts first, so no directory removed below has a mount in it. */
-	r = recover_mounts(d, err);
+	r = driver_unmount_views(d, true, err);
 	if (r < 0)
 		return r;
 

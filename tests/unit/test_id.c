@@ -14,10 +14,20 @@ static void valid_ids(void **state)
 {
 	(void)state;
 	static const char *const ok[] = {
-		"a", "A", "0", "abc", "a.b", "a_b", "a-b", "a-init",
+		"a",
+		"A",
+		"0",
+		"abc",
+		"a.b",
+		"a_b",
+		"a-b",
+		"a-init",
 		"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
 		"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef-init",
-		"x..y", "x--", "removing", "a-removin",
+		"x..y",
+		"x--",
+		"removing",
+		"a-removin",
 	};
 	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
 		strata_error err = {0};
@@ -35,8 +45,8 @@ static void invalid_ids(void **state)
 {
 	(void)state;
 	static const char *const bad[] = {
-		"", ".", "..", ".a", "-a", "_a", "a/b", "/a", "a/", "../a", "a b", "a\nb", "a\tb",
-		"a:b", "a,b", "a=b", "a\\b", "a*", "\xc3\xa9", "a\x7f", "abc-removing", "-removing",
+		"",	".",	"..",  ".a",  "-a",  "_a",   "a/b", "/a",	"a/",	 "../a",	 "a b",
+		"a\nb", "a\tb", "a:b", "a,b", "a=b", "a\\b", "a*",  "\xc3\xa9", "a\x7f", "abc-removing", "-removing",
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		strata_error err = {0};

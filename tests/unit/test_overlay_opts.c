@@ -97,7 +97,7 @@ static void params_long_paths_use_fds(void **state)
 	overlay_param *p = NULL;
 	size_t n = 0;
 	assert_int_equal(overlay_build_params(&req, &p, &n), 0);
-	assert_null(p[0].value);                /* 299 bytes: by fd */
+	assert_null(p[0].value);		/* 299 bytes: by fd */
 	assert_string_equal(p[1].value, exact); /* 255 bytes: still a string */
 	assert_null(p[2].value);
 	assert_string_equal(p[3].value, "/s/work/top");
@@ -126,7 +126,7 @@ static union_request many(size_t n, char ***out_names)
 	char **names = calloc(n + 1, sizeof(char *));
 	for (size_t i = 0; i < n; i++) {
 		names[i] = malloc(7);
-		snprintf(names[i], 7, "%06zu", i);
+		snprintf(names[i], 7, "%06u", (unsigned)(i % 1000000));
 	}
 	*out_names = names;
 	union_request req = two_layers();

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "store/store.h"
@@ -28,23 +29,38 @@ int id_validate(const char *id, strata_error *err)
 		return error_setf(err, -EINVAL, "invalid id \"\": empty");
 	size_t len = strnlen(id, STRATA_ID_MAX + 1);
 	if (len > STRATA_ID_MAX)
-		return error_setf(err, -EINVAL, "invalid id \"%.40s...\": longer than %d bytes", id, STRATA_ID_MAX);
+		return error_setf(err, -EINVAL, "invalid id \"%s\": longer than %d bytes", QUOTE(id), STRATA_ID_MAX);
 	for (size_t i = 0; i < len; i++) {
 		if (!id_char(id[i], i == 0)) {
 			unsigned char c = (unsigned char)id[i];
 			if (c < 0x20 || c >= 0x7f)
-				return error_setf(err, -EINVAL,
-						  "invalid id: byte 0x%02x at offset %zu (allowed: [A-Za-z0-9][A-Za-z0-9_.-]*)",
-						  c, i);
-			return error_setf(err, -EINVAL, "invalid id \"%s\": '%c' at offset %zu (allowed: [A-Za-z0-9][A-Za-z0-9_.-]*)",
-					  id, id[i], i);
+				return error_setf(
+					err, -EINVAL,
+					"invalid id: byte 0x%02x at offset %zu (allowed: [A-Za-z0-9][A-Za-z0-9_.-]*)",
+					c, i);
+			return error_setf(err, -EINVAL,
+					  "invalid id \"%s\": '%c' at offset %zu (allowed: [A-Za-z0-9][A-Za-z0-9_.-]*)",
+					  QUOTE(id), id[i], i);
 		}
 	}
 	size_t sl = strlen(STORE_REMOVING_SUFFIX);
 	if (len >= sl && !strcmp(id + len - sl, STORE_REMOVING_SUFFIX))
-		return error_setf(err, -EINVAL, "invalid id \"%s\": the suffix %s is reserved for interrupted removes", id,
-				  STORE_REMOVING_SUFFIX);
+		return error_setf(err, -EINVAL, "invalid id \"%s\": the suffix %s is reserved for interrupted removes",
+				  id, STORE_REMOVING_SUFFIX);
 	return 0;
+}
+
+char *store_owner_id(const char *name)
+{
+	size_t len = strlen(name), sl = strlen(STORE_REMOVING_SUFFIX);
+	if (len > sl && !strcmp(name + len - sl, STORE_REMOVING_SUFFIX))
+		len -= sl;
+	char *id = strndup(name, len);
+	if (id && id_validate(id, NULL) < 0) {
+		free(id);
+		return NULL;
+	}
+	return id;
 }
 
 bool store_name_reserved(const char *name)

@@ -88,7 +88,8 @@ int store_open(const char *root, bool create, store **ret, strata_error *err)
 	}
 	s->root_fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (s->root_fd < 0 && errno == ENOENT && !create)
-		return error_setf(err, -ENOENT, "%s is not a strata store (no such directory); run `strata init`", root);
+		return error_setf(err, -ENOENT, "%s is not a strata store (no such directory); run `strata init`",
+				  root);
 	if (s->root_fd < 0)
 		return error_set(err, negerrno(), "open %s", root);
 

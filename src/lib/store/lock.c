@@ -74,6 +74,23 @@ int lock_ids(store *s, const char *id, const char *id2, id_lock *ret)
 	return 0;
 }
 
+int lock_store_init(store *s, id_lock *ret)
+{
+	id_lock l = ID_LOCK_INIT;
+	l.fd = openat(s->root_fd, "lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (l.fd < 0)
+		return negerrno();
+	/* Id offsets are below 2^62: this byte is nobody else's. */
+	l.offset[l.n++] = 1ULL << 62;
+	int r = lock_range(l.fd, l.offset[0], F_WRLCK);
+	if (r < 0) {
+		close(l.fd);
+		return r;
+	}
+	*ret = l;
+	return 0;
+}
+
 void lock_release(id_lock *l)
 {
 	if (l->fd < 0)

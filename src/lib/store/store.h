@@ -24,8 +24,8 @@
 
 #include "strata.h"
 
-#define STORE_LINK_LEN 6
-#define STORE_BOOT_ID_LEN 36
+#define STORE_LINK_LEN	      6
+#define STORE_BOOT_ID_LEN     36
 #define STORE_REMOVING_SUFFIX "-removing"
 /* overlayfs refuses more than 500 lower layers. */
 #define STORE_MAX_PARENTS 500
@@ -60,12 +60,18 @@ typedef struct id_lock {
 	unsigned long long offset[2];
 	int n;
 } id_lock;
-#define ID_LOCK_INIT {.fd = -1, .n = 0}
+#define ID_LOCK_INIT                                                                                                   \
+	{                                                                                                              \
+		.fd = -1, .n = 0                                                                                       \
+	}
 
 /* Blocks until this open file description owns the lock of `id` (and of
  * `id2` when not NULL; both are taken in a fixed order, so two callers
  * locking the same pair never deadlock). */
 int lock_ids(store *s, const char *id, const char *id2, id_lock *ret);
+/* The store-wide init lock: one init probes and recovers at a time (a
+ * second init would take the first one's probe dir for debris). */
+int lock_store_init(store *s, id_lock *ret);
 void lock_release(id_lock *l);
 static inline void lock_releasep(id_lock *l)
 {
@@ -90,5 +96,8 @@ int link_remove(store *s, const char *id);
 /* ---- layer existence ---- */
 /* 1 if layers/<id> exists, 0 if not. */
 int store_layer_exists(store *s, const char *id);
+/* The layer id a directory entry belongs to ("<id>" or "<id>-removing"),
+ * or NULL if it is not one of ours.  Caller frees. */
+char *store_owner_id(const char *name);
 /* Is `name` (a directory entry) reserved: temp file or -removing? */
 bool store_name_reserved(const char *name);

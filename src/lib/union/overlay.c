@@ -40,8 +40,9 @@ int overlay_label_validate(const char *label, strata_error *err)
 		return 0;
 	for (const char *p = label; *p; p++)
 		if (*p == '"' || *p == '\\' || (unsigned char)*p < 0x20 || *p == 0x7f)
-			return error_setf(err, -EINVAL, "invalid mount label \"%s\": quote, backslash or control character",
-					  label);
+			return error_setf(err, -EINVAL,
+					  "invalid mount label \"%s\": quote, backslash or control character",
+					  QUOTE(label));
 	return 0;
 }
 
@@ -56,7 +57,7 @@ int overlay_build_params(const union_request *req, overlay_param **ret_params, s
 #define PATH_PARAM(KEY, PATH)                                                                                          \
 	do {                                                                                                           \
 		p[k].key = (KEY);                                                                                      \
-		p[k].value = strlen(PATH) <= OVERLAY_FSCONFIG_STRING_MAX ? (PATH) : NULL;                             \
+		p[k].value = strlen(PATH) <= OVERLAY_FSCONFIG_STRING_MAX ? (PATH) : NULL;                              \
 		p[k].fd = -1;                                                                                          \
 		k++;                                                                                                   \
 	} while (0)
@@ -126,13 +127,19 @@ static void fs_context_log(int fsfd, char *buf, size_t size)
 	}
 }
 
-int overlay_probe_new_api(void)
+int overlay_probe(void)
 {
 	_cleanup_close_ int fsfd = fsopen("overlay", FSOPEN_CLOEXEC);
 	if (fsfd < 0)
 		return 0;
-	/* Setting one lower creates nothing: the context is dropped unused. */
-	return fsconfig(fsfd, FSCONFIG_SET_STRING, "lowerdir+", "/", 0) == 0;
+	/* Setting lowers creates nothing: the context is dropped unused. */
+	if (fsconfig(fsfd, FSCONFIG_SET_STRING, "lowerdir+", "/", 0) < 0)
+		return 0;
+	int features = OVERLAY_NEW_API;
+	_cleanup_close_ int rootfd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (rootfd >= 0 && fsconfig(fsfd, FSCONFIG_SET_FD, "lowerdir+", NULL, rootfd) == 0)
+		features |= OVERLAY_FD_LAYERS;
+	return features;
 }
 
 static int mount_new_api(const union_request *req, strata_error *err)
@@ -242,6 +249,9 @@ int overlay_mount(const union_request *req, overlay_api api, strata_error *err)
 int union_unmount(const char *target, strata_error *err)
 {
 	if (umount2(target, UMOUNT_NOFOLLOW) == 0)
+		return 0;
+	/* EINVAL: not a mount point (any more), which is what we want. */
+	if (errno == EINVAL)
 		return 0;
 	if (errno == EBUSY && umount2(target, MNT_DETACH | UMOUNT_NOFOLLOW) == 0)
 		return 0;

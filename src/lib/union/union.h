@@ -8,13 +8,13 @@
 #include "strata.h"
 
 typedef struct union_request {
-	const char *target;   /* absolute mount point */
-	const char *upper;    /* absolute read-write dir (the layer's diff) */
-	const char *work;     /* absolute overlay workdir, same fs as upper */
-	char *const *lowers;  /* absolute read-only dirs, top first */
+	const char *target;  /* absolute mount point */
+	const char *upper;   /* absolute read-write dir (the layer's diff) */
+	const char *work;    /* absolute overlay workdir, same fs as upper */
+	char *const *lowers; /* absolute read-only dirs, top first */
 	size_t n_lowers;
-	const char *label;    /* SELinux mount label, or NULL */
-	bool selinux;         /* apply the label (only when SELinux is on) */
+	const char *label; /* SELinux mount label, or NULL */
+	bool selinux;	   /* apply the label (only when SELinux is on) */
 
 	/* The legacy mount(2) path runs with short_dirfd as its working
 	 * directory and names every dir relative to it. */
@@ -39,8 +39,12 @@ typedef struct overlay_param {
 	int fd;
 } overlay_param;
 
-/* 1 if the kernel's overlay takes lowerdir+ through fsconfig, else 0. */
-int overlay_probe_new_api(void);
+enum {
+	OVERLAY_NEW_API = 1 << 0,   /* lowerdir+ through fsconfig (Linux 6.7+) */
+	OVERLAY_FD_LAYERS = 1 << 1, /* layers given as fds (Linux 6.13+) */
+};
+/* What this kernel's overlay takes: OVERLAY_* flags. */
+int overlay_probe(void);
 
 /* The fsconfig parameters for req, in order.  Paths longer than fsconfig
  * accepts come back with value NULL: the caller passes an O_PATH fd.

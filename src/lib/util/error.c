@@ -68,3 +68,28 @@ int error_prefix(strata_error *err, int code, const char *fmt, ...)
 	err->code = -code;
 	return code;
 }
+
+const char *error_quote(const char *s, char *buf, size_t size)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t k = 0;
+	if (!s)
+		s = "";
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		if (k + 8 >= size) {
+			memcpy(buf + k, "...", 3);
+			k += 3;
+			break;
+		}
+		if (*p >= 0x20 && *p < 0x7f && *p != '\\') {
+			buf[k++] = (char)*p;
+		} else {
+			buf[k++] = '\\';
+			buf[k++] = 'x';
+			buf[k++] = hex[*p >> 4];
+			buf[k++] = hex[*p & 15];
+		}
+	}
+	buf[k] = '\0';
+	return buf;
+}

@@ -22,3 +22,10 @@ int error_setf(strata_error *err, int code, const char *fmt, ...) _printf_(3, 4)
 int error_prefix(strata_error *err, int code, const char *fmt, ...) _printf_(3, 4);
 
 void error_clear(strata_error *err);
+
+/* `s` made safe for a one-line message: bytes outside printable ASCII (and
+ * backslash) become \xNN, and it is cut at about 100 bytes.  Ids and labels
+ * come from outside and are quoted this way before they are validated. */
+const char *error_quote(const char *s, char *buf, size_t size);
+#define ERROR_QUOTE_MAX (STRATA_ID_MAX + 32) /* a valid id always fits whole */
+#define QUOTE(s)	error_quote((s), (char[ERROR_QUOTE_MAX]){0}, ERROR_QUOTE_MAX)

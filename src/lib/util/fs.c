@@ -57,6 +57,12 @@ static int write_all(int fd, const void *data, size_t len)
 
 int fs_fsync_dir(int dirfd)
 {
+	/* The store keeps its dirs open O_RDONLY, so no new fd is needed
+	 * (a step that could fail with EMFILE after a rename committed). */
+	if (fsync(dirfd) == 0)
+		return 0;
+	if (errno != EBADF)
+		return negerrno();
 	_cleanup_close_ int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
 		return negerrno();
@@ -207,8 +213,11 @@ int fs_rm_tree_at(int parent_fd, const char *name, strata_error *err)
 		}
 		int next = -1; /* the subdirectory to descend into, if any */
 		struct dirent *de;
-		errno = 0;
-		while ((de = readdir(d))) {
+		for (;;) {
+			errno = 0;
+			de = readdir(d);
+			if (!de)
+				break;
 			if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
 				continue;
 			int dfd = dirfd(d);
@@ -286,6 +295,21 @@ int fs_rm_tree_at(int parent_fd, const char *name, strata_error *err)
 
 	if (unlinkat(parent_fd, name, AT_REMOVEDIR) < 0 && errno != ENOENT)
 		return error_set(err, negerrno(), "rmdir %s", name);
+	return 0;
+}
+
+int fs_opendir_at(int dirfd, const char *name, DIR **ret)
+{
+	int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return negerrno();
+	DIR *d = fdopendir(fd);
+	if (!d) {
+		int r = negerrno();
+		close(fd);
+		return r;
+	}
+	*ret = d;
 	return 0;
 }
 

@@ -2,6 +2,7 @@
 /* fd-relative file helpers.  All fds are O_CLOEXEC. */
 #pragma once
 
+#include <dirent.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
@@ -27,6 +28,11 @@ int fs_read_at(int dirfd, const char *name, size_t max, char **ret_data, size_t 
 int fs_mkdir_at(int dirfd, const char *name, mode_t mode);
 
 int fs_fsync_dir(int dirfd);
+
+/* A fresh DIR stream on dirfd/name (name "." for dirfd itself), so the
+ * caller's fd offset is untouched.  Readers must set errno = 0 before each
+ * readdir() to tell the end from an error. */
+int fs_opendir_at(int dirfd, const char *name, DIR **ret);
 
 /* Removes `name` under `dirfd` and everything beneath it.  Never follows a
  * symlink and never descends into another filesystem: a mount point inside

@@ -8,10 +8,10 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#define _cleanup_(f) __attribute__((cleanup(f)))
-#define _unused_ __attribute__((unused))
+#define _cleanup_(f)   __attribute__((cleanup(f)))
+#define _unused_       __attribute__((unused))
 #define _printf_(a, b) __attribute__((format(printf, a, b)))
-#define _warn_unused_ __attribute__((warn_unused_result))
+#define _warn_unused_  __attribute__((warn_unused_result))
 
 #define ELEMENTSOF(x) (sizeof(x) / sizeof((x)[0]))
 
@@ -57,9 +57,9 @@ static inline void strv_freep(char ***v)
 	errno = saved;
 }
 
-#define _cleanup_free_ _cleanup_(freep)
-#define _cleanup_close_ _cleanup_(closep)
-#define _cleanup_closedir_ _cleanup_(closedirp)
+#define _cleanup_free_	    _cleanup_(freep)
+#define _cleanup_close_	    _cleanup_(closep)
+#define _cleanup_closedir_  _cleanup_(closedirp)
 #define _cleanup_strv_free_ _cleanup_(strv_freep)
 
 #define TAKE_PTR(p)                                                                                                    \
