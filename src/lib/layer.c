@@ -76,7 +76,7 @@ int layer_scrub(strata_driver *d, const char *id, strata_error *err)
 	int r = link_remove(s, id);
 	if (r < 0)
 		return error_set(err, r, "remove short link of %s", id);
-	r = refs_write(s, id, 0);
+	r = refs_remove(s, id);
 	if (r < 0)
 		return error_set(err, r, "remove %s/refs/%s", s->root, id);
 

@@ -2,14 +2,17 @@
 /*
  * Reference counts shared by every process using the store.
  *
- * refs/<id> holds "<boot-id> <count>".  It is read and written only under
- * the id's lock.  Writes are atomic (rename) but not fsynced: a count only
- * means something while the mounts it describes exist, and no mount
+ * refs/<id> holds "<boot-id> <count>", the count zero-padded to a fixed
+ * width.  It is read and written only under the id's lock, in place, with
+ * one pwrite of the whole record: readers are serialised by the lock, a
+ * process that dies cannot tear a single small write, and no temp file or
+ * unlink churns inodes on every get and put.  Nothing is fsynced: a count
+ * only means something while the mounts it describes exist, and no mount
  * survives a reboot, so a count from another boot reads as 0.  After a
- * process crash the page cache still holds the last count, which is exactly
- * the number of references that were taken and not returned.
+ * process crash the page cache still holds the last count written.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,12 +56,22 @@ int refs_read(store *s, const char *id, unsigned *ret_count)
 
 int refs_write(store *s, const char *id, unsigned count)
 {
-	if (count == 0) {
-		if (unlinkat(s->refs_fd, id, 0) < 0 && errno != ENOENT)
-			return negerrno();
-		return 0;
-	}
-	char buf[STORE_BOOT_ID_LEN + 32];
-	int n = snprintf(buf, sizeof(buf), "%s %u\n", s->boot_id, count);
-	return fs_write_atomic_at(s->refs_fd, id, buf, (size_t)n, 0600, 0);
+	char buf[STORE_BOOT_ID_LEN + 16];
+	int n = snprintf(buf, sizeof(buf), "%s %010u\n", s->boot_id, count);
+	_cleanup_close_ int fd = openat(s->refs_fd, id, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return negerrno();
+	ssize_t w = pwrite(fd, buf, (size_t)n, 0);
+	if (w < 0)
+		return negerrno();
+	if (w != n)
+		return -EIO;
+	return 0;
+}
+
+int refs_remove(store *s, const char *id)
+{
+	if (unlinkat(s->refs_fd, id, 0) < 0 && errno != ENOENT)
+		return negerrno();
+	return 0;
 }

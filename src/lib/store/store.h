@@ -83,8 +83,10 @@ unsigned long long lock_offset(const char *id);
 /* ---- reference counts (refs.c) ---- */
 /* Count recorded for id in this boot; 0 if none or from an earlier boot. */
 int refs_read(store *s, const char *id, unsigned *ret_count);
-/* Records count (0 removes the record). */
+/* Records count. */
 int refs_write(store *s, const char *id, unsigned count);
+/* Forgets the record (a layer being removed). */
+int refs_remove(store *s, const char *id);
 /* Parses "<boot-id> <count>"; pure, for tests. */
 int refs_parse(const char *data, const char *boot_id, unsigned *ret_count);
 
