@@ -13,7 +13,7 @@ PACKAGES=(
 
 need_root() {
 	if [ "$(id -u)" -ne 0 ]; then
-		echo "strata: $1 needs root (it installs packages and mounts overlayfs); run it with sudo" >&2
+		echo "strata: $1 needs root (it installs packages and mounts overlayfs); run it as root" >&2
 		exit 1
 	fi
 }
