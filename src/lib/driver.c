@@ -132,7 +132,7 @@ int kv_add(strata_kv_list *list, const char *key, const char *fmt, ...)
 }
 
 /* Options arrive as "key=value" from the CLI (-o) or Docker's Init Opts. */
-static int parse_options(strata_driver *d, const char *const *options, overlay_api *ret_api, strata_error *err)
+static int parse_options(const char *const *options, overlay_api *ret_api, strata_error *err)
 {
 	*ret_api = OVERLAY_API_AUTO;
 	for (const char *const *o = options; o && *o; o++) {
@@ -159,7 +159,6 @@ static int parse_options(strata_driver *d, const char *const *options, overlay_a
 			return error_setf(err, -EINVAL, "unknown driver option \"%.*s\"", (int)kl, *o);
 		}
 	}
-	(void)d;
 	return 0;
 }
 
@@ -216,7 +215,7 @@ static int driver_open(const char *root, const char *const *options, unsigned fl
 		return -ENOMEM;
 
 	overlay_api want;
-	int r = parse_options(d, options, &want, err);
+	int r = parse_options(options, &want, err);
 	if (r < 0)
 		return error_prefix(err, r, "%s %s", op, root);
 
