@@ -287,21 +287,14 @@ int strata_driver_open(const char *root, const char *const *options, unsigned fl
 
 static int count_layers(strata_driver *d, size_t *ret)
 {
-	_cleanup_closedir_ DIR *dir = NULL;
-	int r = fs_opendir_at(d->store->layers_fd, ".", &dir);
+	_cleanup_strv_free_ char **names = NULL;
+	int r = fs_list_dir(d->store->layers_fd, &names);
 	if (r < 0)
 		return r;
 	size_t n = 0;
-	for (;;) {
-		errno = 0;
-		struct dirent *de = readdir(dir);
-		if (!de)
-			break;
-		if (de->d_type != DT_DIR && !store_name_reserved(de->d_name) && id_validate(de->d_name, NULL) == 0)
+	for (char **p = names; *p; p++)
+		if (!store_name_reserved(*p) && id_validate(*p, NULL) == 0)
 			n++;
-	}
-	if (errno)
-		return negerrno();
 	*ret = n;
 	return 0;
 }
@@ -313,10 +306,9 @@ static int status(strata_driver *d, strata_kv_list *ret_status, strata_error *er
 	if (r < 0)
 		return error_set(err, r, "status: read %s/layers", d->store->root);
 
-	_cleanup_free_ char *mnt = driver_path(d, "mnt", "");
-	if (!mnt)
+	_cleanup_free_ char *mnt = NULL;
+	if (asprintf(&mnt, "%s/mnt", d->store->root) < 0)
 		return -ENOMEM;
-	mnt[strlen(mnt) - 1] = '\0';
 	mount_entry *m = NULL;
 	r = mountinfo_under(mnt, &m, &n_mounts);
 	if (r < 0)

@@ -16,10 +16,10 @@ struct strata_driver {
 	char backing_fs[32];
 };
 
-/* Every trace of `id` except its chain file: diff, mnt and work dirs
- * (renamed to -removing, then deleted), short links and counts.  Also
- * finishes an interrupted remove (layers/<id>-removing).  Caller holds the
- * id's lock and has unmounted mnt/<id>. */
+/* Every trace of `id` except its chain file: its union is unmounted, the
+ * diff, mnt and work dirs renamed to -removing and deleted, short links
+ * and counts dropped.  Also finishes an interrupted remove
+ * (layers/<id>-removing).  Caller holds the id's lock. */
 int layer_scrub(strata_driver *d, const char *id, strata_error *err);
 
 /* Unmounts mnt/<id> if something is mounted there. */

@@ -26,11 +26,6 @@
 
 int layer_unmount(strata_driver *d, const char *id, strata_error *err)
 {
-	int m = fs_is_mount_point_at(d->store->mnt_fd, id);
-	if (m == -ENOENT || m == 0)
-		return 0;
-	if (m < 0)
-		return error_set(err, m, "stat %s/mnt/%s", d->store->root, id);
 	_cleanup_free_ char *target = driver_path(d, "mnt", id);
 	if (!target)
 		return -ENOMEM;
@@ -41,8 +36,8 @@ int layer_unmount(strata_driver *d, const char *id, strata_error *err)
  * earlier attempt) and deletes it. */
 static int remove_dir(strata_driver *d, int dirfd, const char *sub, const char *id, strata_error *err)
 {
-	char removing[STRATA_ID_MAX + sizeof(STORE_REMOVING_SUFFIX)];
-	snprintf(removing, sizeof(removing), "%s%s", id, STORE_REMOVING_SUFFIX);
+	char removing[STORE_REMOVING_NAME_MAX];
+	store_removing_name(id, removing);
 
 	if (renameat(dirfd, id, dirfd, removing) < 0 && errno != ENOENT) {
 		if (errno != EEXIST && errno != ENOTEMPTY)
@@ -68,20 +63,24 @@ int layer_scrub(strata_driver *d, const char *id, strata_error *err)
 		const char *sub;
 	} dirs[] = {{s->mnt_fd, "mnt"}, {s->diff_fd, "diff"}, {s->work_fd, "work"}};
 
+	/* Never delete through a union: mnt/<id> goes first. */
+	int r = layer_unmount(d, id, err);
+	if (r < 0)
+		return r;
 	for (size_t i = 0; i < ELEMENTSOF(dirs); i++) {
-		int r = remove_dir(d, dirs[i].fd, dirs[i].sub, id, err);
+		r = remove_dir(d, dirs[i].fd, dirs[i].sub, id, err);
 		if (r < 0)
 			return r;
 	}
-	int r = link_remove(s, id);
+	r = link_remove(s, id);
 	if (r < 0)
 		return error_set(err, r, "remove short link of %s", id);
 	r = refs_remove(s, id);
 	if (r < 0)
 		return error_set(err, r, "remove %s/refs/%s", s->root, id);
 
-	char removing[STRATA_ID_MAX + sizeof(STORE_REMOVING_SUFFIX)];
-	snprintf(removing, sizeof(removing), "%s%s", id, STORE_REMOVING_SUFFIX);
+	char removing[STORE_REMOVING_NAME_MAX];
+	store_removing_name(id, removing);
 	if (unlinkat(s->layers_fd, removing, 0) < 0 && errno != ENOENT)
 		return error_set(err, negerrno(), "unlink %s/layers/%s", s->root, removing);
 	return 0;
@@ -93,7 +92,7 @@ static int check_storage_opts(const char *const *opts, strata_error *err)
 	 * quotas on the backing filesystem); accepting one silently would
 	 * promise what is not done. */
 	if (opts && opts[0])
-		return error_setf(err, -EINVAL, "unknown storage option \"%s\"", opts[0]);
+		return error_setf(err, -EINVAL, "unknown storage option \"%s\"", QUOTE(opts[0]));
 	return 0;
 }
 
@@ -145,9 +144,6 @@ static int create_layer(strata_driver *d, const char *id, const char *parent, co
 
 	/* Debris of an interrupted create or remove of this id goes first:
 	 * we hold the lock, so no live operation owns it. */
-	r = layer_unmount(d, id, err);
-	if (r < 0)
-		return r;
 	r = layer_scrub(d, id, err);
 	if (r < 0)
 		return error_prefix(err, r, "clear leftovers");
@@ -227,20 +223,16 @@ int strata_create_rw(strata_driver *d, const char *id, const char *parent, const
  */
 static int find_child(strata_driver *d, const char *id, char **ret_child)
 {
-	_cleanup_closedir_ DIR *dir = NULL;
-	int r = fs_opendir_at(d->store->layers_fd, ".", &dir);
+	_cleanup_strv_free_ char **names = NULL;
+	int r = fs_list_dir(d->store->layers_fd, &names);
 	if (r < 0)
 		return r;
 	size_t idlen = strlen(id);
 	*ret_child = NULL;
-	for (;;) {
-		errno = 0;
-		struct dirent *de = readdir(dir);
-		if (!de)
-			break;
-		if (de->d_type == DT_DIR || store_name_reserved(de->d_name) || !strcmp(de->d_name, id))
+	for (char **p = names; *p; p++) {
+		if (store_name_reserved(*p) || !strcmp(*p, id))
 			continue;
-		_cleanup_close_ int cfd = openat(dirfd(dir), de->d_name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+		_cleanup_close_ int cfd = openat(d->store->layers_fd, *p, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 		if (cfd < 0) {
 			if (errno == ENOENT)
 				continue; /* removed meanwhile */
@@ -253,11 +245,11 @@ static int find_child(strata_driver *d, const char *id, char **ret_child)
 		if ((size_t)n < idlen)
 			continue;
 		if (!memcmp(buf, id, idlen) && ((size_t)n == idlen || buf[idlen] == '\n')) {
-			*ret_child = strdup(de->d_name);
+			*ret_child = strdup(*p);
 			return *ret_child ? 1 : -ENOMEM;
 		}
 	}
-	return errno ? negerrno() : 0;
+	return 0;
 }
 
 static int remove_layer(strata_driver *d, const char *id, strata_error *err)
@@ -272,8 +264,8 @@ static int remove_layer(strata_driver *d, const char *id, strata_error *err)
 	if (r < 0)
 		return error_set(err, r, "lock %s/lock", s->root);
 
-	char removing[STRATA_ID_MAX + sizeof(STORE_REMOVING_SUFFIX)];
-	snprintf(removing, sizeof(removing), "%s%s", id, STORE_REMOVING_SUFFIX);
+	char removing[STORE_REMOVING_NAME_MAX];
+	store_removing_name(id, removing);
 
 	r = store_layer_exists(s, id);
 	if (r < 0)
@@ -281,10 +273,8 @@ static int remove_layer(strata_driver *d, const char *id, strata_error *err)
 	if (r == 0) {
 		/* Retrying a remove that was interrupted finishes it. */
 		struct stat st;
-		if (fstatat(s->layers_fd, removing, &st, AT_SYMLINK_NOFOLLOW) == 0) {
-			r = layer_unmount(d, id, err);
-			return r < 0 ? r : layer_scrub(d, id, err);
-		}
+		if (fstatat(s->layers_fd, removing, &st, AT_SYMLINK_NOFOLLOW) == 0)
+			return layer_scrub(d, id, err);
 		return error_setf(err, -ENOENT, "no such layer");
 	}
 

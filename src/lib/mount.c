@@ -6,8 +6,8 @@
  * the id's lock, so threads of one process and separate processes (the CLI's
  * mount and umount) share one consistent count.  The mount table is the
  * other half of the truth: a mount that exists with no count is adopted by
- * the next get (a get that crashed between mounting and counting), and a
- * count whose mount vanished is remounted on the next get.
+ * the next get (a get or put that crashed between mounting and counting),
+ * and counts whose mount vanished are void: the next get mounts afresh.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -253,7 +253,8 @@ int driver_unmount_views(strata_driver *d, bool only_stale, strata_error *err)
 			keep = exists < 0 || (exists > 0 && (refs_read(s, id, &count) < 0 || count > 0));
 		}
 		/* Everything under this name, deepest first, while its lock is
-		 * held; each rechecked, as the table was read before the lock. */
+		 * held.  The table was read before the lock: a mount gone since
+		 * is fine, union_unmount is idempotent. */
 		for (size_t j = i; j < n; j++) {
 			if (!m[j].fstype[0] || strncmp(m[j].mountpoint, mnt, plen) != 0)
 				continue;
@@ -261,7 +262,7 @@ int driver_unmount_views(strata_driver *d, bool only_stale, strata_error *err)
 			if (strncmp(rj, name, nl) != 0 || (rj[nl] != '\0' && rj[nl] != '/'))
 				continue;
 			m[j].fstype[0] = '\0'; /* handled */
-			if (keep || fs_is_mount_point_at(AT_FDCWD, m[j].mountpoint) <= 0)
+			if (keep)
 				continue;
 			r = union_unmount(m[j].mountpoint, first_error ? NULL : err);
 			if (r < 0 && !first_error)
@@ -286,31 +287,25 @@ static int cleanup(strata_driver *d, strata_error *err)
 
 	/* Counts go with the mounts (base layers have counts but no mount),
 	 * each under its id's lock so a get in flight finishes first. */
-	_cleanup_closedir_ DIR *dir = NULL;
-	r = fs_opendir_at(s->refs_fd, ".", &dir);
+	_cleanup_strv_free_ char **names = NULL;
+	r = fs_list_dir(s->refs_fd, &names);
 	if (r < 0)
-		return error_set(err, r, "open %s/refs", s->root);
-	for (;;) {
-		errno = 0;
-		struct dirent *de = readdir(dir);
-		if (!de)
-			break;
-		if (store_name_reserved(de->d_name) || id_validate(de->d_name, NULL) < 0)
+		return error_set(err, r, "read %s/refs", s->root);
+	for (char **p = names; *p; p++) {
+		if (store_name_reserved(*p) || id_validate(*p, NULL) < 0)
 			continue;
 		_cleanup_lock_ id_lock lock = ID_LOCK_INIT;
-		r = lock_ids(s, de->d_name, NULL, &lock);
+		r = lock_ids(s, *p, NULL, &lock);
 		if (r < 0)
-			return error_set(err, r, "lock %s", de->d_name);
+			return error_set(err, r, "lock %s", *p);
 		/* A get that ran after the sweep above mounted again. */
-		r = layer_unmount(d, de->d_name, err);
+		r = layer_unmount(d, *p, err);
 		if (r < 0)
 			return r;
-		r = refs_write(s, de->d_name, 0);
+		r = refs_write(s, *p, 0);
 		if (r < 0)
-			return error_set(err, r, "reset %s/refs/%s", s->root, de->d_name);
+			return error_set(err, r, "reset %s/refs/%s", s->root, *p);
 	}
-	if (errno)
-		return error_set(err, negerrno(), "read %s/refs", s->root);
 	return 0;
 }
 

@@ -141,47 +141,11 @@ out:;
 	return r < 0 ? r : q;
 }
 
-/* Entries of the directory dirfd, copied so the caller may change it. */
-static int list_dir(int dirfd, char ***ret)
-{
-	_cleanup_closedir_ DIR *dir = NULL;
-	int r = fs_opendir_at(dirfd, ".", &dir);
-	if (r < 0)
-		return r;
-	size_t n = 0, alloc = 16;
-	_cleanup_strv_free_ char **v = calloc(alloc + 1, sizeof(char *));
-	if (!v)
-		return -ENOMEM;
-	for (;;) {
-		errno = 0;
-		struct dirent *de = readdir(dir);
-		if (!de)
-			break;
-		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-			continue;
-		if (n == alloc) {
-			alloc *= 2;
-			char **nv = realloc(v, (alloc + 1) * sizeof(char *));
-			if (!nv)
-				return -ENOMEM;
-			v = nv;
-		}
-		v[n] = strdup(de->d_name);
-		if (!v[n])
-			return -ENOMEM;
-		v[++n] = NULL;
-	}
-	if (errno)
-		return negerrno();
-	*ret = TAKE_PTR(v);
-	return 0;
-}
-
 static int recover_dir(strata_driver *d, int dirfd, const char *sub, strata_error *err)
 {
 	store *s = d->store;
 	_cleanup_strv_free_ char **names = NULL;
-	int r = list_dir(dirfd, &names);
+	int r = fs_list_dir(dirfd, &names);
 	if (r < 0)
 		return error_set(err, r, "read %s/%s", s->root, sub);
 
@@ -223,9 +187,6 @@ static int recover_dir(strata_driver *d, int dirfd, const char *sub, strata_erro
 			continue;
 		}
 		/* No chain file: an interrupted remove or create of id. */
-		r = layer_unmount(d, id, err);
-		if (r < 0)
-			return r;
 		r = layer_scrub(d, id, err);
 		if (r < 0)
 			return error_prefix(err, r, "finish removing %s", id);
@@ -239,7 +200,7 @@ static int recover_short_links(strata_driver *d, strata_error *err)
 {
 	store *s = d->store;
 	_cleanup_strv_free_ char **names = NULL;
-	int r = list_dir(s->l_fd, &names);
+	int r = fs_list_dir(s->l_fd, &names);
 	if (r < 0)
 		return error_set(err, r, "read %s/l", s->root);
 	for (char **p = names; *p; p++) {
@@ -276,7 +237,7 @@ int driver_recover(strata_driver *d, strata_error *err)
 
 	/* Probe dirs of an init that died mid-probe (a mount may remain). */
 	_cleanup_strv_free_ char **top = NULL;
-	int r = list_dir(s->root_fd, &top);
+	int r = fs_list_dir(s->root_fd, &top);
 	if (r < 0)
 		return error_set(err, r, "read %s", s->root);
 	for (char **p = top; *p; p++) {

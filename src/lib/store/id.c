@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -48,6 +49,11 @@ int id_validate(const char *id, strata_error *err)
 		return error_setf(err, -EINVAL, "invalid id \"%s\": the suffix %s is reserved for interrupted removes",
 				  id, STORE_REMOVING_SUFFIX);
 	return 0;
+}
+
+void store_removing_name(const char *id, char ret[STORE_REMOVING_NAME_MAX])
+{
+	snprintf(ret, STORE_REMOVING_NAME_MAX, "%s%s", id, STORE_REMOVING_SUFFIX);
 }
 
 char *store_owner_id(const char *name)

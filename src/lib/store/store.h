@@ -24,9 +24,10 @@
 
 #include "strata.h"
 
-#define STORE_LINK_LEN	      6
-#define STORE_BOOT_ID_LEN     36
-#define STORE_REMOVING_SUFFIX "-removing"
+#define STORE_LINK_LEN		6
+#define STORE_BOOT_ID_LEN	36
+#define STORE_REMOVING_SUFFIX	"-removing"
+#define STORE_REMOVING_NAME_MAX (STRATA_ID_MAX + sizeof(STORE_REMOVING_SUFFIX))
 /* overlayfs refuses more than 500 lower layers. */
 #define STORE_MAX_PARENTS 500
 
@@ -98,6 +99,8 @@ int link_remove(store *s, const char *id);
 /* ---- layer existence ---- */
 /* 1 if layers/<id> exists, 0 if not. */
 int store_layer_exists(store *s, const char *id);
+/* "<id>-removing", the name an interrupted remove leaves. */
+void store_removing_name(const char *id, char ret[STORE_REMOVING_NAME_MAX]);
 /* The layer id a directory entry belongs to ("<id>" or "<id>-removing"),
  * or NULL if it is not one of ours.  Caller frees. */
 char *store_owner_id(const char *name);

@@ -250,8 +250,11 @@ int union_unmount(const char *target, strata_error *err)
 {
 	if (umount2(target, UMOUNT_NOFOLLOW) == 0)
 		return 0;
-	/* EINVAL: not a mount point (any more), which is what we want. */
-	if (errno == EINVAL)
+	/* Unmounting is idempotent: EINVAL (not a mount point, any more) and
+	 * ENOENT (no such dir) leave what the caller asked for.  Callers need
+	 * no check first, and a check made before taking a lock cannot go
+	 * stale. */
+	if (errno == EINVAL || errno == ENOENT)
 		return 0;
 	if (errno == EBUSY && umount2(target, MNT_DETACH | UMOUNT_NOFOLLOW) == 0)
 		return 0;

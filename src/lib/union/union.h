@@ -60,8 +60,9 @@ int overlay_label_validate(const char *label, strata_error *err);
 
 int overlay_mount(const union_request *req, overlay_api api, strata_error *err);
 
-/* Unmounts target; a busy mount is detached (as Docker's overlay2 does),
- * so a stray open file cannot pin a layer forever. */
+/* Unmounts target if it is a mount point (0 if it is not, or is missing);
+ * a busy mount is detached (as Docker's overlay2 does), so a stray open
+ * file cannot pin a layer forever. */
 int union_unmount(const char *target, strata_error *err);
 
 /* ---- /proc/self/mountinfo (mountinfo.c) ---- */

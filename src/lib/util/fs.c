@@ -313,6 +313,41 @@ int fs_opendir_at(int dirfd, const char *name, DIR **ret)
 	return 0;
 }
 
+int fs_list_dir(int dirfd, char ***ret)
+{
+	_cleanup_closedir_ DIR *dir = NULL;
+	int r = fs_opendir_at(dirfd, ".", &dir);
+	if (r < 0)
+		return r;
+	size_t n = 0, alloc = 16;
+	_cleanup_strv_free_ char **v = calloc(alloc + 1, sizeof(char *));
+	if (!v)
+		return -ENOMEM;
+	for (;;) {
+		errno = 0;
+		struct dirent *de = readdir(dir);
+		if (!de)
+			break;
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		if (n == alloc) {
+			alloc *= 2;
+			char **nv = realloc(v, (alloc + 1) * sizeof(char *));
+			if (!nv)
+				return -ENOMEM;
+			v = nv;
+		}
+		v[n] = strdup(de->d_name);
+		if (!v[n])
+			return -ENOMEM;
+		v[++n] = NULL;
+	}
+	if (errno)
+		return negerrno();
+	*ret = TAKE_PTR(v);
+	return 0;
+}
+
 int strbuf_append(strbuf *sb, const char *s, size_t n)
 {
 	if (sb->len + n + 1 > sb->alloc) {

@@ -34,6 +34,11 @@ int fs_fsync_dir(int dirfd);
  * readdir() to tell the end from an error. */
 int fs_opendir_at(int dirfd, const char *name, DIR **ret);
 
+/* The names in dirfd (without "." and ".."), as a NULL-terminated vector
+ * the caller frees with strv_free: a copy, so the caller may change the
+ * directory while it walks the names. */
+int fs_list_dir(int dirfd, char ***ret);
+
 /* Removes `name` under `dirfd` and everything beneath it.  Never follows a
  * symlink and never descends into another filesystem: a mount point inside
  * the tree makes it fail with -EBUSY (deleting through a mount would destroy
