@@ -67,6 +67,9 @@ enum {
  *                           how overlay is mounted: the new mount API with one
  *                           lowerdir+ per layer, or mount(2) with short paths;
  *                           auto probes the kernel
+ *   uidmap=CONTAINER:HOST:SIZE, gidmap=CONTAINER:HOST:SIZE
+ *                           (repeatable) owners in layer tars are container
+ *                           ids: apply shifts them to host ids, diff back
  * Unknown options are an error.
  */
 STRATA_API int strata_driver_open(const char *root, const char *const *options, unsigned flags,
@@ -116,6 +119,81 @@ STRATA_API int strata_get_metadata(strata_driver *driver, const char *id, strata
 
 /* Unmounts every union strata mounted under the root and resets counts. */
 STRATA_API int strata_cleanup(strata_driver *driver, strata_error *err);
+
+/* ---- layer tars (SPEC section 3) ---- */
+
+enum {
+	/* apply: refuse block and character device entries. */
+	STRATA_TAR_NO_DEVICES = 1u << 0,
+	/* diff, changes, size: compare the two mounted trees even when the
+	 * parent is the layer's direct parent (the slow path; for checks). */
+	STRATA_TAR_NAIVE = 1u << 1,
+};
+
+/* What an apply or a diff has done so far. */
+typedef struct strata_progress {
+	uint64_t bytes;	  /* file content bytes read (apply) or written (diff) */
+	uint64_t entries; /* tar entries handled */
+	int done;	  /* 1 on the last call */
+} strata_progress;
+
+typedef void (*strata_progress_fn)(const strata_progress *progress, void *data);
+
+typedef struct strata_tar_options {
+	unsigned flags;		     /* STRATA_TAR_* */
+	strata_progress_fn progress; /* may be NULL; called often, from the calling thread */
+	void *progress_data;
+	void *reserved[4]; /* zero */
+} strata_tar_options;
+
+/*
+ * Extracts the layer tar read from `fd` (plain, gzip, zstd or xz) into the
+ * layer's diff dir, converting .wh. whiteouts and opaque markers to
+ * overlay's form and shifting owners through the driver's id maps.  The
+ * layer must exist, be unmounted and be empty.  `parent` (NULL: not
+ * checked) must be the layer's direct parent.  The tar is extracted into a
+ * staging dir that replaces the diff dir only when complete: a failed or
+ * interrupted apply leaves the layer as it was.  A hostile entry is
+ * refused, naming it.  *ret_size gets the bytes of regular file content.
+ * `options` may be NULL.
+ */
+STRATA_API int strata_apply_diff(strata_driver *driver, const char *id, const char *parent, int fd,
+				 const strata_tar_options *options, uint64_t *ret_size, strata_error *err);
+
+/*
+ * Writes the changes of layer `id` against `parent` as a PAX tar to `fd`.
+ * `parent` NULL (or the direct parent): the layer's own diff dir, with
+ * whiteouts and opaque dirs in .wh. form.  Any other parent ("" for none):
+ * both trees are mounted and compared, deletions written as whiteouts.
+ */
+STRATA_API int strata_diff(strata_driver *driver, const char *id, const char *parent, int fd,
+			   const strata_tar_options *options, strata_error *err);
+
+/* Bytes of regular file content in the changes (each inode once). */
+STRATA_API int strata_diff_size(strata_driver *driver, const char *id, const char *parent,
+				const strata_tar_options *options, uint64_t *ret_size, strata_error *err);
+
+/* Docker's change kinds (its ChangeModify, ChangeAdd, ChangeDelete). */
+typedef enum strata_change_kind {
+	STRATA_CHANGE_MODIFY = 0,
+	STRATA_CHANGE_ADD = 1,
+	STRATA_CHANGE_DELETE = 2,
+} strata_change_kind;
+
+typedef struct strata_change {
+	char *path; /* absolute in the layer's view: "/etc/passwd" */
+	strata_change_kind kind;
+} strata_change;
+
+typedef struct strata_change_list {
+	size_t n;
+	strata_change *items;
+} strata_change_list;
+
+/* The changes of `id` against `parent` (as strata_diff), sorted by path. */
+STRATA_API int strata_changes(strata_driver *driver, const char *id, const char *parent,
+			      const strata_tar_options *options, strata_change_list *ret_changes, strata_error *err);
+STRATA_API void strata_change_list_clear(strata_change_list *list);
 
 /* 0 if `id` is a valid layer id, -EINVAL (with a message) if not. */
 STRATA_API int strata_id_validate(const char *id, strata_error *err);

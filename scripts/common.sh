@@ -6,9 +6,11 @@ TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # Debian packages strata builds, tests and runs with.
 PACKAGES=(
 	meson ninja-build pkg-config gcc libc6-dev
-	libjansson-dev libcmocka-dev
+	libjansson-dev libcmocka-dev libarchive-dev
 	attr e2fsprogs util-linux python3 findutils
 	clang-format valgrind
+	tar gzip zstd xz-utils libarchive-tools debootstrap busybox-static time
+	clang libclang-rt-14-dev
 )
 
 need_root() {

@@ -38,3 +38,13 @@ void cli_print_kv(const strata_kv_list *l, bool json);
 extern const cli_command cmd_init, cmd_status, cmd_cleanup;
 extern const cli_command cmd_create, cmd_rm, cmd_exists, cmd_metadata;
 extern const cli_command cmd_mount, cmd_umount;
+extern const cli_command cmd_apply, cmd_diff, cmd_size, cmd_changes;
+
+/* The live progress line (progress.c): set on o only when stderr is a
+ * terminal and not quiet. */
+typedef struct cli_progress {
+	const char *label;
+	double start, last;
+} cli_progress;
+void cli_progress_init(cli_progress *c, const char *label, bool quiet, strata_tar_options *o);
+void cli_progress_abort(const cli_progress *c, const strata_tar_options *o);

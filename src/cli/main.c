@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <errno.h>
 #include <getopt.h>
+#include <locale.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,7 +14,8 @@
 #define DEFAULT_ROOT "/var/lib/strata"
 
 static const cli_command *const commands[] = {
-	&cmd_init, &cmd_create, &cmd_rm, &cmd_exists, &cmd_mount, &cmd_umount, &cmd_status, &cmd_metadata, &cmd_cleanup,
+	&cmd_init,  &cmd_create, &cmd_rm,   &cmd_exists,  &cmd_mount,  &cmd_umount,	 &cmd_apply,
+	&cmd_diff,  &cmd_size,   &cmd_changes, &cmd_status, &cmd_metadata, &cmd_cleanup,
 };
 
 const cli_command *cli_find(const char *name)
@@ -99,7 +101,7 @@ static void usage(FILE *f)
 		   "options:\n"
 		   "  --root DIR        store root (default " DEFAULT_ROOT ", or $STRATA_ROOT)\n"
 		   "  -o KEY=VALUE      driver option, repeatable: engine=overlay,\n"
-		   "                    mountapi=auto|new|legacy\n"
+		   "                    mountapi=auto|new|legacy, uidmap=C:H:N, gidmap=C:H:N\n"
 		   "  -h, --help        this help; COMMAND --help for a command's\n\n"
 		   "commands:\n");
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
@@ -167,6 +169,9 @@ static int dispatch(cli_globals *g, int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+	/* Tar names are UTF-8 in PAX records: with a UTF-8 character type
+	 * libarchive passes them through instead of marking them binary. */
+	setlocale(LC_CTYPE, "C.UTF-8");
 	cli_globals g = {.root = getenv("STRATA_ROOT")};
 	if (!g.root || !*g.root)
 		g.root = DEFAULT_ROOT;

@@ -76,6 +76,8 @@ strata_driver *strata_driver_free(strata_driver *d)
 	if (!d)
 		return NULL;
 	store_free(d->store);
+	idmap_release(&d->uids);
+	idmap_release(&d->gids);
 	free(d);
 	return NULL;
 }
@@ -132,7 +134,7 @@ int kv_add(strata_kv_list *list, const char *key, const char *fmt, ...)
 }
 
 /* Options arrive as "key=value" from the CLI (-o) or Docker's Init Opts. */
-static int parse_options(const char *const *options, overlay_api *ret_api, strata_error *err)
+static int parse_options(strata_driver *d, const char *const *options, overlay_api *ret_api, strata_error *err)
 {
 	*ret_api = OVERLAY_API_AUTO;
 	for (const char *const *o = options; o && *o; o++) {
@@ -155,6 +157,10 @@ static int parse_options(const char *const *options, overlay_api *ret_api, strat
 			else
 				return error_setf(err, -EINVAL,
 						  "driver option mountapi=%s: expected auto, new or legacy", v);
+		} else if (kl == 6 && (!strncmp(*o, "uidmap", kl) || !strncmp(*o, "gidmap", kl))) {
+			int r = idmap_add(**o == 'u' ? &d->uids : &d->gids, v, err);
+			if (r < 0)
+				return error_prefix(err, r, "driver option %.*s", (int)kl, *o);
 		} else {
 			return error_setf(err, -EINVAL, "unknown driver option \"%.*s\"", (int)kl, *o);
 		}
@@ -215,7 +221,7 @@ static int driver_open(const char *root, const char *const *options, unsigned fl
 		return -ENOMEM;
 
 	overlay_api want;
-	int r = parse_options(options, &want, err);
+	int r = parse_options(d, options, &want, err);
 	if (r < 0)
 		return error_prefix(err, r, "%s %s", op, root);
 

@@ -6,6 +6,7 @@
 
 #include "store/store.h"
 #include "strata.h"
+#include "tar/tar.h"
 #include "union/union.h"
 
 struct strata_driver {
@@ -14,6 +15,7 @@ struct strata_driver {
 	bool fd_layers;	 /* the new API also takes layers by fd */
 	bool selinux;
 	char backing_fs[32];
+	idmap uids, gids; /* container -> host, for layer tars */
 };
 
 /* Every trace of `id` except its chain file: its union is unmounted, the

@@ -152,8 +152,8 @@ static int recover_dir(strata_driver *d, int dirfd, const char *sub, strata_erro
 	for (char **p = names; *p; p++) {
 		const char *name = *p;
 		if (!strncmp(name, ".tmp-", 5)) {
-			/* ".tmp-<8 random>-<id>": an atomic write of <id> that
-			 * never reached its rename, unless a live operation on
+			/* ".tmp-<8 random>-<id>": an atomic write or an apply
+			 * of <id> that never reached its rename, unless a live operation on
 			 * <id> is writing it right now: hence its lock. */
 			_cleanup_free_ char *owner = strlen(name) > 14 ? store_owner_id(name + 14) : NULL;
 			_cleanup_lock_ id_lock tlock = ID_LOCK_INIT;
@@ -162,8 +162,10 @@ static int recover_dir(strata_driver *d, int dirfd, const char *sub, strata_erro
 				if (r < 0)
 					return error_set(err, r, "lock %s", owner);
 			}
-			if (unlinkat(dirfd, name, 0) < 0 && errno != ENOENT)
-				return error_set(err, negerrno(), "unlink %s/%s/%s", s->root, sub, name);
+			/* A file, or an apply's staging dir (diff.c). */
+			r = fs_rm_tree_at(dirfd, name, err);
+			if (r < 0)
+				return error_prefix(err, r, "%s/%s", s->root, sub);
 			continue;
 		}
 		_cleanup_free_ char *id = store_owner_id(name);

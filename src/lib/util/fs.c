@@ -7,7 +7,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/openat2.h>
+#include <stdint.h>
 #include <sys/random.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -409,4 +412,14 @@ char *strbuf_detach(strbuf *sb)
 	sb->buf = NULL;
 	sb->len = sb->alloc = 0;
 	return b;
+}
+
+int fs_open_beneath(int root_fd, const char *path, int flags)
+{
+	struct open_how how = {
+		.flags = (uint64_t)(flags | O_CLOEXEC),
+		.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV,
+	};
+	long fd = syscall(SYS_openat2, root_fd, *path ? path : ".", &how, sizeof(how));
+	return fd < 0 ? negerrno() : (int)fd;
 }

@@ -63,3 +63,8 @@ int strbuf_appendf(strbuf *sb, const char *fmt, ...) __attribute__((format(print
 int strbuf_append(strbuf *sb, const char *s, size_t n);
 void strbuf_release(strbuf *sb);
 char *strbuf_detach(strbuf *sb);
+
+/* openat2(root_fd, path, flags) resolving beneath root_fd without crossing
+ * a symlink or a mount ("" is root_fd itself).  Returns the fd or -errno:
+ * -ELOOP when a component is a symlink, -EXDEV when it leaves root_fd. */
+int fs_open_beneath(int root_fd, const char *path, int flags);

@@ -1,0 +1,425 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The tar side of the contract: apply_diff, diff, diff_size, changes.
+ *
+ * Crash-safety invariant of apply: the tar is extracted into a staging
+ * dir, diff/.tmp-<rand>-<id>, which replaces the (empty) diff dir with one
+ * rename only once it is complete and on disk.  Until then the layer is
+ * exactly as it was; a crash leaves only the staging dir, which init
+ * removes under the id's lock (recover.c).
+ *
+ * diff, size and changes against the direct parent read the layer's own
+ * diff dir (the fast path); against any other parent both layers are
+ * mounted and their trees compared (the naive path), as Docker's
+ * NaiveDiffDriver does.
+ */
+#include <archive.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "driver.h"
+#include "util/banned.h"
+#include "util/error.h"
+#include "util/fs.h"
+#include "util/macro.h"
+
+static const strata_tar_options no_options;
+
+static void tar_opts_init(const strata_driver *d, const strata_tar_options *o, tar_opts *ret)
+{
+	*ret = (tar_opts){
+		.uids = &d->uids,
+		.gids = &d->gids,
+		.flags = o->flags,
+		.progress = o->progress,
+		.progress_data = o->progress_data,
+	};
+}
+
+/* The parent a naive comparison uses: NULL means the direct one. */
+static const char *naive_parent(char *const *parents, const char *parent)
+{
+	return parent ? parent : parents[0] ? parents[0] : "";
+}
+
+/* Against the direct parent (NULL means it), the diff dir is the answer. */
+static bool is_direct(char *const *parents, const char *parent, unsigned flags)
+{
+	if (flags & STRATA_TAR_NAIVE)
+		return false;
+	if (!parent)
+		return true;
+	return !strcmp(parent, parents[0] ? parents[0] : "");
+}
+
+static int dir_is_empty(int dirfd)
+{
+	_cleanup_closedir_ DIR *dir = NULL;
+	int r = fs_opendir_at(dirfd, ".", &dir);
+	if (r < 0)
+		return r;
+	for (;;) {
+		errno = 0;
+		struct dirent *de = readdir(dir);
+		if (!de)
+			return errno ? negerrno() : 1;
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+			return 0;
+	}
+}
+
+static int apply_layer(strata_driver *d, const char *id, const char *parent, int in_fd, const tar_opts *o,
+		       uint64_t *ret_size, strata_error *err)
+{
+	store *s = d->store;
+	int r = id_validate(id, err);
+	if (r < 0)
+		return r;
+	_cleanup_lock_ id_lock lock = ID_LOCK_INIT;
+	r = lock_ids(s, id, NULL, &lock);
+	if (r < 0)
+		return error_set(err, r, "lock %s/lock", s->root);
+	_cleanup_strv_free_ char **parents = NULL;
+	r = chain_read(s, id, &parents, err);
+	if (r < 0)
+		return r;
+	if (parent && strcmp(parent, parents[0] ? parents[0] : ""))
+		return error_setf(err, -EINVAL, "\"%s\" is not the layer's parent (%s)", QUOTE(parent),
+				  parents[0] ? parents[0] : "none");
+
+	/* The diff dir is about to be replaced: nobody may be using it. */
+	unsigned count = 0;
+	r = refs_read(s, id, &count);
+	if (r < 0)
+		return error_set(err, r, "read %s/refs/%s", s->root, id);
+	int mounted = fs_is_mount_point_at(s->mnt_fd, id);
+	if (count > 0 || mounted > 0)
+		return error_setf(err, -EBUSY, "the layer is in use (mounted or held by get); put it first");
+
+	_cleanup_close_ int dfd = openat(s->diff_fd, id, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (dfd < 0)
+		return error_set(err, negerrno(), "open %s/diff/%s", s->root, id);
+	r = dir_is_empty(dfd);
+	if (r < 0)
+		return error_set(err, r, "read %s/diff/%s", s->root, id);
+	if (r == 0)
+		return error_setf(err, -ENOTEMPTY, "the layer already has content; a tar applies to an empty layer");
+	struct stat dst;
+	if (fstat(dfd, &dst) < 0)
+		return error_set(err, negerrno(), "stat %s/diff/%s", s->root, id);
+
+	char rnd[8], stage[NAME_MAX + 1];
+	r = fs_random_name(rnd, sizeof(rnd));
+	if (r < 0)
+		return error_set(err, r, "getrandom");
+	snprintf(stage, sizeof(stage), ".tmp-%.8s-%s", rnd, id);
+	if (mkdirat(s->diff_fd, stage, 0700) < 0)
+		return error_set(err, negerrno(), "mkdir %s/diff/%s", s->root, stage);
+	_cleanup_close_ int sfd = openat(s->diff_fd, stage, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	struct archive *a = NULL;
+	uint64_t size = 0;
+	if (sfd < 0) {
+		r = error_set(err, negerrno(), "open %s/diff/%s", s->root, stage);
+		goto fail;
+	}
+	/* The layer root keeps the diff dir's owner and mode unless the tar
+	 * has a root entry. */
+	if (fchown(sfd, dst.st_uid, dst.st_gid) < 0 || fchmod(sfd, dst.st_mode & 07777) < 0) {
+		r = error_set(err, negerrno(), "set owner and mode of %s/diff/%s", s->root, stage);
+		goto fail;
+	}
+	r = tar_reader_open_fd(in_fd, &a, err);
+	if (r < 0)
+		goto fail;
+	r = tar_extract(a, sfd, o, &size, err);
+	archive_read_free(a);
+	if (r < 0)
+		goto fail;
+	/* On disk before it becomes visible. */
+	if (syncfs(sfd) < 0) {
+		r = error_set(err, negerrno(), "sync %s/diff/%s", s->root, stage);
+		goto fail;
+	}
+	/* rename(2) replaces an empty directory atomically. */
+	if (renameat(s->diff_fd, stage, s->diff_fd, id) < 0) {
+		r = error_set(err, negerrno(), "rename %s/diff/%s to %s", s->root, stage, id);
+		goto fail;
+	}
+	r = fs_fsync_dir(s->diff_fd);
+	if (r < 0)
+		return error_set(err, r, "fsync %s/diff", s->root);
+	*ret_size = size;
+	return 0;
+fail:
+	fs_rm_tree_at(s->diff_fd, stage, NULL);
+	return r;
+}
+
+int strata_apply_diff(strata_driver *d, const char *id, const char *parent, int fd, const strata_tar_options *options,
+		      uint64_t *ret_size, strata_error *err)
+{
+	error_clear(err);
+	tar_opts o;
+	tar_opts_init(d, options ? options : &no_options, &o);
+	int r = apply_layer(d, id, parent, fd, &o, ret_size, err);
+	return r < 0 ? error_prefix(err, r, "apply %s", QUOTE(id)) : 0;
+}
+
+/* ---- the naive path: two mounted trees ---- */
+
+typedef struct trees {
+	strata_driver *d;
+	const char *id, *parent;
+	int new_fd, old_fd; /* old_fd -1: no parent, an empty tree */
+	bool got_new, got_old;
+} trees;
+
+static void trees_release(trees *t)
+{
+	if (t->new_fd >= 0)
+		close(t->new_fd);
+	if (t->old_fd >= 0)
+		close(t->old_fd);
+	if (t->got_old)
+		strata_put(t->d, t->parent, NULL);
+	if (t->got_new)
+		strata_put(t->d, t->id, NULL);
+}
+
+static int open_tree(strata_driver *d, const char *id, int *ret_fd, bool *ret_got, strata_error *err)
+{
+	_cleanup_free_ char *path = NULL;
+	int r = strata_get(d, id, NULL, &path, err);
+	if (r < 0)
+		return r;
+	*ret_got = true;
+	*ret_fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (*ret_fd < 0)
+		return error_set(err, negerrno(), "open %s", path);
+	return 0;
+}
+
+static int trees_open(strata_driver *d, const char *id, const char *parent, trees *ret, strata_error *err)
+{
+	*ret = (trees){.d = d, .id = id, .parent = parent, .new_fd = -1, .old_fd = -1};
+	int r = open_tree(d, id, &ret->new_fd, &ret->got_new, err);
+	if (r >= 0 && parent && *parent)
+		r = open_tree(d, parent, &ret->old_fd, &ret->got_old, err);
+	if (r < 0)
+		trees_release(ret);
+	return r;
+}
+
+/* The layer's chain, checking it exists; parent NULL means the direct one. */
+static int read_parents(strata_driver *d, const char *id, const char *parent, char ***ret, strata_error *err)
+{
+	int r = id_validate(id, err);
+	if (r < 0)
+		return r;
+	if (parent && *parent) {
+		r = id_validate(parent, err);
+		if (r < 0)
+			return error_prefix(err, r, "parent");
+	}
+	return chain_read(d->store, id, ret, err);
+}
+
+static int naive_changes(strata_driver *d, const char *id, const char *parent, trees *t, change_list *ret,
+			 strata_error *err)
+{
+	int r = trees_open(d, id, parent, t, err);
+	if (r < 0)
+		return r;
+	r = changes_trees(t->old_fd, t->new_fd, ret, err);
+	if (r < 0)
+		trees_release(t);
+	return r;
+}
+
+static int diff_layer(strata_driver *d, const char *id, const char *parent, int out_fd, const tar_opts *o,
+		      strata_error *err)
+{
+	store *s = d->store;
+	_cleanup_strv_free_ char **parents = NULL;
+	int r = read_parents(d, id, parent, &parents, err);
+	if (r < 0)
+		return r;
+	tar_writer *w = NULL;
+
+	if (is_direct(parents, parent, o->flags)) {
+		/* Under the lock: the layer cannot be removed or applied to
+		 * while it is read. */
+		_cleanup_lock_ id_lock lock = ID_LOCK_INIT;
+		r = lock_ids(s, id, NULL, &lock);
+		if (r < 0)
+			return error_set(err, r, "lock %s/lock", s->root);
+		_cleanup_close_ int dfd = openat(s->diff_fd, id, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (dfd < 0)
+			return error_set(err, negerrno(), "open %s/diff/%s", s->root, id);
+		r = tar_writer_new(out_fd, o, &w, err);
+		if (r >= 0)
+			r = tar_write_layer(w, dfd, err);
+		if (r >= 0)
+			r = tar_writer_finish(w, err);
+		tar_writer_free(w);
+		return r;
+	}
+
+	trees t;
+	change_list changes = {0};
+	r = naive_changes(d, id, naive_parent(parents, parent), &t, &changes, err);
+	if (r < 0)
+		return r;
+	r = tar_writer_new(out_fd, o, &w, err);
+	for (size_t i = 0; i < changes.n && r >= 0; i++) {
+		const strata_change *c = &changes.items[i];
+		if (c->kind == STRATA_CHANGE_DELETE)
+			r = tar_write_whiteout(w, c->path + 1, err);
+		else
+			r = tar_write_path(w, t.new_fd, c->path + 1, err);
+	}
+	if (r >= 0)
+		r = tar_writer_finish(w, err);
+	tar_writer_free(w);
+	change_list_release(&changes);
+	trees_release(&t);
+	return r;
+}
+
+int strata_diff(strata_driver *d, const char *id, const char *parent, int fd, const strata_tar_options *options,
+		strata_error *err)
+{
+	error_clear(err);
+	tar_opts o;
+	tar_opts_init(d, options ? options : &no_options, &o);
+	int r = diff_layer(d, id, parent, fd, &o, err);
+	return r < 0 ? error_prefix(err, r, "diff %s", QUOTE(id)) : 0;
+}
+
+/* The parents' diff dirs, nearest first. */
+static int open_lowers(store *s, char *const *parents, int **ret, size_t *ret_n, strata_error *err)
+{
+	size_t n = strv_length(parents);
+	int *fds = malloc((n ? n : 1) * sizeof(int));
+	if (!fds)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		fds[i] = openat(s->diff_fd, parents[i], O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (fds[i] < 0) {
+			int r = error_set(err, negerrno(), "open %s/diff/%s", s->root, parents[i]);
+			while (i-- > 0)
+				close(fds[i]);
+			free(fds);
+			return r;
+		}
+	}
+	*ret = fds;
+	*ret_n = n;
+	return 0;
+}
+
+static void close_lowers(int *fds, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		close(fds[i]);
+	free(fds);
+}
+
+static int layer_changes(strata_driver *d, const char *id, const char *parent, unsigned flags, change_list *ret,
+			 strata_error *err)
+{
+	store *s = d->store;
+	_cleanup_strv_free_ char **parents = NULL;
+	int r = read_parents(d, id, parent, &parents, err);
+	if (r < 0)
+		return r;
+	if (!is_direct(parents, parent, flags)) {
+		trees t;
+		r = naive_changes(d, id, naive_parent(parents, parent), &t, ret, err);
+		if (r >= 0)
+			trees_release(&t);
+		return r;
+	}
+	_cleanup_lock_ id_lock lock = ID_LOCK_INIT;
+	r = lock_ids(s, id, NULL, &lock);
+	if (r < 0)
+		return error_set(err, r, "lock %s/lock", s->root);
+	_cleanup_close_ int dfd = openat(s->diff_fd, id, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (dfd < 0)
+		return error_set(err, negerrno(), "open %s/diff/%s", s->root, id);
+	int *lowers = NULL;
+	size_t n = 0;
+	r = open_lowers(s, parents, &lowers, &n, err);
+	if (r < 0)
+		return r;
+	r = changes_layer(dfd, lowers, n, ret, err);
+	close_lowers(lowers, n);
+	return r;
+}
+
+int strata_changes(strata_driver *d, const char *id, const char *parent, const strata_tar_options *options,
+		   strata_change_list *ret_changes, strata_error *err)
+{
+	error_clear(err);
+	change_list l = {0};
+	int r = layer_changes(d, id, parent, (options ? options : &no_options)->flags, &l, err);
+	if (r < 0) {
+		change_list_release(&l);
+		return error_prefix(err, r, "changes %s", QUOTE(id));
+	}
+	*ret_changes = (strata_change_list){.n = l.n, .items = l.items};
+	return 0;
+}
+
+void strata_change_list_clear(strata_change_list *list)
+{
+	if (!list)
+		return;
+	change_list l = {.n = list->n, .alloc = list->n, .items = list->items};
+	change_list_release(&l);
+	*list = (strata_change_list){0};
+}
+
+static int layer_size(strata_driver *d, const char *id, const char *parent, unsigned flags, uint64_t *ret,
+		      strata_error *err)
+{
+	store *s = d->store;
+	_cleanup_strv_free_ char **parents = NULL;
+	int r = read_parents(d, id, parent, &parents, err);
+	if (r < 0)
+		return r;
+	if (!is_direct(parents, parent, flags)) {
+		trees t;
+		change_list changes = {0};
+		r = naive_changes(d, id, naive_parent(parents, parent), &t, &changes, err);
+		if (r < 0)
+			return r;
+		r = size_changes(t.new_fd, &changes, ret, err);
+		change_list_release(&changes);
+		trees_release(&t);
+		return r;
+	}
+	_cleanup_lock_ id_lock lock = ID_LOCK_INIT;
+	r = lock_ids(s, id, NULL, &lock);
+	if (r < 0)
+		return error_set(err, r, "lock %s/lock", s->root);
+	_cleanup_close_ int dfd = openat(s->diff_fd, id, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (dfd < 0)
+		return error_set(err, negerrno(), "open %s/diff/%s", s->root, id);
+	return size_tree(dfd, ret, err);
+}
+
+int strata_diff_size(strata_driver *d, const char *id, const char *parent, const strata_tar_options *options,
+		     uint64_t *ret_size, strata_error *err)
+{
+	error_clear(err);
+	int r = layer_size(d, id, parent, (options ? options : &no_options)->flags, ret_size, err);
+	return r < 0 ? error_prefix(err, r, "size %s", QUOTE(id)) : 0;
+}

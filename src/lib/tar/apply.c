@@ -1,0 +1,681 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Extracting a layer tar into a directory.
+ *
+ * Security invariant: every path is resolved by the kernel beneath the
+ * root fd with RESOLVE_NO_SYMLINKS (fs_open_beneath), and the last
+ * component is created with *at() calls that never follow it (O_EXCL,
+ * O_NOFOLLOW, AT_SYMLINK_NOFOLLOW).  So no entry can create, change or
+ * follow anything outside the root, whatever symlinks earlier entries made:
+ * an entry whose parent path crosses a symlink is refused, not resolved.
+ * Names are cleaned lexically only to reject what is never valid (".."
+ * components, absolute and empty names).  Nothing here calls getpwnam or
+ * anything else that loads NSS modules: owners are numeric.
+ *
+ * Speed: extraction is mostly kernel time, so the work per entry is kept
+ * to the syscalls it needs.  The last parent dir stays open (tars list a
+ * directory's entries together); chown and chmod are skipped when creation
+ * already gave the right owner and mode; directory modes and times are set
+ * once at the end, deepest first, as libarchive's write_disk does (their
+ * children would change the times, and a read-only mode would be set too
+ * early).
+ */
+#include <archive.h>
+#include <archive_entry.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include "tar/tar.h"
+#include "util/banned.h"
+#include "util/error.h"
+#include "util/fs.h"
+#include "util/macro.h"
+
+#define READ_BLOCK (128 * 1024)
+
+typedef struct dir_fixup {
+	char *path;
+	mode_t mode;
+	uid_t uid;
+	gid_t gid;
+	struct timespec times[2];
+} dir_fixup;
+
+typedef struct extractor {
+	struct archive *a;
+	int root_fd;
+	const tar_opts *o;
+	strata_error *err;
+	const char *entry; /* raw name of the entry being extracted */
+	mode_t umask;
+	uid_t euid;
+	gid_t egid;
+	char *parent_path; /* the open parent dir, relative ("" root) */
+	int parent_fd;
+	dir_fixup *dirs;
+	size_t n_dirs, alloc_dirs;
+	uint64_t size;
+	strata_progress progress;
+} extractor;
+
+static int entry_fail(extractor *x, int code, const char *fmt, ...) _printf_(3, 4);
+static int entry_fail(extractor *x, int code, const char *fmt, ...)
+{
+	char detail[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(detail, sizeof(detail), fmt, ap);
+	va_end(ap);
+	char q[256];
+	return error_setf(x->err, code, "entry \"%s\": %s", error_quote(x->entry, q, sizeof(q)), detail);
+}
+
+static int entry_syserr(extractor *x, int code, const char *what, const char *path)
+{
+	char q[256];
+	return entry_fail(x, code, "%s \"%s\": %s", what, error_quote(path, q, sizeof(q)), strerror(-code));
+}
+
+/* The process umask, without changing it (umask(2) would race with other
+ * threads): creation modes are trimmed by it, so it says when a chmod is
+ * needed.  When unknown, chmod always. */
+static mode_t read_umask(void)
+{
+	_cleanup_free_ char *status = NULL;
+	size_t len;
+	if (fs_read_at(AT_FDCWD, "/proc/self/status", 1 << 16, &status, &len) < 0)
+		return 07777;
+	const char *u = strstr(status, "\nUmask:");
+	return u ? (mode_t)strtoul(u + 7, NULL, 8) & 0777 : 07777;
+}
+
+static void cache_drop(extractor *x)
+{
+	if (x->parent_fd >= 0)
+		close(x->parent_fd);
+	x->parent_fd = -1;
+	free(x->parent_path);
+	x->parent_path = NULL;
+}
+
+/* The cached parent fd is stale once the dir it names, or one above it,
+ * is deleted to make room for a new entry. */
+static void cache_drop_under(extractor *x, const char *removed)
+{
+	size_t n = strlen(removed);
+	if (x->parent_path && !strncmp(x->parent_path, removed, n) &&
+	    (x->parent_path[n] == '\0' || x->parent_path[n] == '/'))
+		cache_drop(x);
+}
+
+static int resolve_error(extractor *x, int r, const char *dir)
+{
+	switch (r) {
+	case -ELOOP:
+		return entry_fail(x, r, "path \"%s\" goes through a symlink", dir);
+	case -ENOTDIR:
+		return entry_fail(x, r, "a component of \"%s\" is not a directory", dir);
+	case -EXDEV:
+		return entry_fail(x, r, "path \"%s\" leaves the layer", dir);
+	default:
+		return entry_syserr(x, r, "open", dir);
+	}
+}
+
+/* Creates the missing dirs of `dir` one component at a time, as Docker
+ * does for tars that omit parent entries (mode 0755, owner root). */
+static int make_parents(extractor *x, const char *dir)
+{
+	_cleanup_close_ int fd = fcntl(x->root_fd, F_DUPFD_CLOEXEC, 3);
+	if (fd < 0)
+		return entry_syserr(x, negerrno(), "dup", ".");
+	_cleanup_free_ char *copy = strdup(dir);
+	if (!copy)
+		return -ENOMEM;
+	for (char *p = copy; *p;) {
+		char *slash = strchrnul(p, '/');
+		bool last = !*slash;
+		*slash = '\0';
+		int next = openat(fd, p, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (next < 0 && errno == ENOENT) {
+			if (mkdirat(fd, p, 0755) < 0 && errno != EEXIST)
+				return entry_syserr(x, negerrno(), "mkdir", copy);
+			next = openat(fd, p, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		}
+		if (next < 0)
+			return resolve_error(x, negerrno(), copy);
+		close(fd);
+		fd = next;
+		if (!last)
+			*slash = '/';
+		p = last ? slash : slash + 1;
+	}
+	return TAKE_FD(fd);
+}
+
+/* The fd of dir (relative to the root), from the one-entry cache. */
+static int open_parent(extractor *x, const char *dir, size_t len, int *ret_fd)
+{
+	if (x->parent_path && strlen(x->parent_path) == len && !memcmp(x->parent_path, dir, len)) {
+		*ret_fd = x->parent_fd;
+		return 0;
+	}
+	cache_drop(x);
+	_cleanup_free_ char *path = strndup(dir, len);
+	if (!path)
+		return -ENOMEM;
+	int fd = fs_open_beneath(x->root_fd, path, O_RDONLY | O_DIRECTORY);
+	if (fd == -ENOENT)
+		fd = make_parents(x, path);
+	else if (fd < 0)
+		return resolve_error(x, fd, path);
+	if (fd < 0)
+		return fd;
+	x->parent_fd = fd;
+	x->parent_path = TAKE_PTR(path);
+	*ret_fd = fd;
+	return 0;
+}
+
+/* Clears `name` for a new entry: an existing dir stays when the new entry
+ * is a dir too (tar semantics: the later entry updates it); anything else
+ * there is deleted.  Returns 1 when an existing dir was kept. */
+static int make_room(extractor *x, int pfd, const char *name, const char *path, bool new_is_dir)
+{
+	struct stat st;
+	if (fstatat(pfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return errno == ENOENT ? 0 : entry_syserr(x, negerrno(), "stat", path);
+	if (S_ISDIR(st.st_mode)) {
+		if (new_is_dir)
+			return 1;
+		cache_drop_under(x, path);
+		strata_error rm_err = {0};
+		int r = fs_rm_tree_at(pfd, name, &rm_err);
+		return r < 0 ? entry_fail(x, r, "replace directory: %s", rm_err.message) : 0;
+	}
+	if (unlinkat(pfd, name, 0) < 0 && errno != ENOENT)
+		return entry_syserr(x, negerrno(), "unlink", path);
+	return 0;
+}
+
+static int map_owner(extractor *x, struct archive_entry *e, uid_t *ret_uid, gid_t *ret_gid)
+{
+	la_int64_t uid = archive_entry_uid(e), gid = archive_entry_gid(e);
+	uint32_t hu, hg;
+	if (uid < 0 || uid > UINT32_MAX - 1 || idmap_to_host(x->o->uids, (uint32_t)uid, &hu) < 0)
+		return entry_fail(x, -ERANGE, "uid %" PRId64 " has no host id in the uid map", (int64_t)uid);
+	if (gid < 0 || gid > UINT32_MAX - 1 || idmap_to_host(x->o->gids, (uint32_t)gid, &hg) < 0)
+		return entry_fail(x, -ERANGE, "gid %" PRId64 " has no host id in the gid map", (int64_t)gid);
+	*ret_uid = hu;
+	*ret_gid = hg;
+	return 0;
+}
+
+static void entry_times(struct archive_entry *e, struct timespec times[2])
+{
+	times[1] = (struct timespec){archive_entry_mtime(e), archive_entry_mtime_nsec(e)};
+	if (archive_entry_atime_is_set(e))
+		times[0] = (struct timespec){archive_entry_atime(e), archive_entry_atime_nsec(e)};
+	else
+		times[0] = times[1];
+}
+
+/* Does a new inode need an explicit chmod to get `mode`? */
+static bool needs_chmod(const extractor *x, mode_t mode)
+{
+	return (mode & (S_ISUID | S_ISGID | S_ISVTX)) || (mode & 0777 & x->umask);
+}
+
+/* Sets the kept xattrs: on fd when >= 0, else on pfd/name (not followed). */
+static int set_xattrs(extractor *x, struct archive_entry *e, int fd, int pfd, const char *name, const char *path)
+{
+	if (archive_entry_xattr_reset(e) == 0)
+		return 0;
+	char proc[64];
+	if (fd < 0)
+		snprintf(proc, sizeof(proc), "/proc/self/fd/%d/", pfd);
+	_cleanup_free_ char *lpath = NULL;
+	const char *key;
+	const void *value;
+	size_t size;
+	while (archive_entry_xattr_next(e, &key, &value, &size) == ARCHIVE_OK) {
+		if (!tar_xattr_kept(key))
+			continue;
+		int r;
+		if (fd >= 0) {
+			r = fsetxattr(fd, key, value, size, 0);
+		} else {
+			/* No lsetxattrat: the magic link of the parent (already
+			 * resolved beneath the root) plus the name, not followed. */
+			if (!lpath && asprintf(&lpath, "%s%s", proc, name) < 0)
+				return -ENOMEM;
+			r = lsetxattr(lpath, key, value, size, 0);
+		}
+		if (r < 0)
+			return entry_fail(x, negerrno(), "set xattr %s on \"%s\": %s", key, path, strerror(errno));
+	}
+	return 0;
+}
+
+static int write_data(extractor *x, int fd, struct archive_entry *e, const char *path)
+{
+	la_int64_t size = archive_entry_size(e), end = 0;
+	for (;;) {
+		const void *buf;
+		size_t len;
+		la_int64_t off;
+		int r = archive_read_data_block(x->a, &buf, &len, &off);
+		if (r == ARCHIVE_EOF)
+			break;
+		if (r < ARCHIVE_WARN)
+			return entry_fail(x, -EIO, "read content: %s", archive_error_string(x->a));
+		if (off < 0 || (size >= 0 && off + (la_int64_t)len > size))
+			return entry_fail(x, -EINVAL, "content outside the declared size");
+		const char *p = buf;
+		while (len > 0) {
+			ssize_t w = pwrite(fd, p, len, off);
+			if (w < 0) {
+				if (errno == EINTR)
+					continue;
+				return entry_syserr(x, negerrno(), "write", path);
+			}
+			p += w;
+			off += w;
+			len -= (size_t)w;
+			x->progress.bytes += (uint64_t)w;
+		}
+		if (off > end)
+			end = off;
+		if (x->o->progress)
+			x->o->progress(&x->progress, x->o->progress_data);
+	}
+	/* A sparse file's last hole, or an all-hole file. */
+	if (size > end && ftruncate(fd, size) < 0)
+		return entry_syserr(x, negerrno(), "truncate", path);
+	x->size += (uint64_t)(size > 0 ? size : 0);
+	return 0;
+}
+
+static int extract_file(extractor *x, struct archive_entry *e, int pfd, const char *name, const char *path)
+{
+	uid_t uid;
+	gid_t gid;
+	int r = map_owner(x, e, &uid, &gid);
+	if (r < 0)
+		return r;
+	if (archive_entry_size(e) < 0)
+		return entry_fail(x, -EINVAL, "negative size");
+	mode_t mode = archive_entry_perm(e) & 07777;
+	_cleanup_close_ int fd = -1;
+	for (int attempt = 0; fd < 0; attempt++) {
+		fd = openat(pfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode & 0777);
+		if (fd >= 0)
+			break;
+		if (errno != EEXIST || attempt > 0)
+			return entry_syserr(x, negerrno(), "create", path);
+		r = make_room(x, pfd, name, path, false);
+		if (r < 0)
+			return r;
+	}
+	r = write_data(x, fd, e, path);
+	if (r < 0)
+		return r;
+	/* chown clears setuid bits and security.capability: chmod and
+	 * xattrs come after it. */
+	if ((uid != x->euid || gid != x->egid) && fchown(fd, uid, gid) < 0)
+		return entry_syserr(x, negerrno(), "chown", path);
+	if (needs_chmod(x, mode) && fchmod(fd, mode) < 0)
+		return entry_syserr(x, negerrno(), "chmod", path);
+	r = set_xattrs(x, e, fd, -1, NULL, path);
+	if (r < 0)
+		return r;
+	struct timespec times[2];
+	entry_times(e, times);
+	if (futimens(fd, times) < 0)
+		return entry_syserr(x, negerrno(), "set times of", path);
+	if (close(TAKE_FD(fd)) < 0)
+		return entry_syserr(x, negerrno(), "close", path);
+	return 0;
+}
+
+static int extract_dir(extractor *x, struct archive_entry *e, int pfd, const char *name, const char *path)
+{
+	dir_fixup f;
+	int r = map_owner(x, e, &f.uid, &f.gid);
+	if (r < 0)
+		return r;
+	f.mode = archive_entry_perm(e) & 07777;
+	entry_times(e, f.times);
+
+	if (*path) {
+		if (mkdirat(pfd, name, f.mode & 0777) < 0) {
+			if (errno != EEXIST)
+				return entry_syserr(x, negerrno(), "mkdir", path);
+			r = make_room(x, pfd, name, path, true);
+			if (r < 0)
+				return r;
+			if (r == 0 && mkdirat(pfd, name, f.mode & 0777) < 0)
+				return entry_syserr(x, negerrno(), "mkdir", path);
+		}
+	}
+	if (archive_entry_xattr_count(e) > 0) {
+		_cleanup_close_ int fd = *path ? openat(pfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+					       : fcntl(x->root_fd, F_DUPFD_CLOEXEC, 3);
+		if (fd < 0)
+			return entry_syserr(x, negerrno(), "open", path);
+		r = set_xattrs(x, e, fd, -1, NULL, path);
+		if (r < 0)
+			return r;
+	}
+	if (x->n_dirs == x->alloc_dirs) {
+		size_t alloc = x->alloc_dirs ? 2 * x->alloc_dirs : 256;
+		dir_fixup *nd = realloc(x->dirs, alloc * sizeof(*nd));
+		if (!nd)
+			return -ENOMEM;
+		x->dirs = nd;
+		x->alloc_dirs = alloc;
+	}
+	f.path = strdup(path);
+	if (!f.path)
+		return -ENOMEM;
+	x->dirs[x->n_dirs++] = f;
+	return 0;
+}
+
+/* After everything: owners, modes and times of the dirs, deepest first.
+ * A dir a later entry replaced (by a symlink, say) no longer resolves as
+ * a dir and is skipped. */
+static int fix_dirs(extractor *x)
+{
+	for (size_t i = x->n_dirs; i-- > 0;) {
+		dir_fixup *f = &x->dirs[i];
+		_cleanup_close_ int fd = fs_open_beneath(x->root_fd, f->path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+		if (fd == -ENOENT || fd == -ELOOP || fd == -ENOTDIR)
+			continue;
+		x->entry = f->path;
+		if (fd < 0)
+			return entry_syserr(x, fd, "open", f->path);
+		struct stat st;
+		if (fstat(fd, &st) < 0)
+			return entry_syserr(x, negerrno(), "stat", f->path);
+		if ((st.st_uid != f->uid || st.st_gid != f->gid) && fchown(fd, f->uid, f->gid) < 0)
+			return entry_syserr(x, negerrno(), "chown", f->path);
+		if ((st.st_mode & 07777) != f->mode && fchmod(fd, f->mode) < 0)
+			return entry_syserr(x, negerrno(), "chmod", f->path);
+		if (futimens(fd, f->times) < 0)
+			return entry_syserr(x, negerrno(), "set times of", f->path);
+	}
+	return 0;
+}
+
+static int extract_hardlink(extractor *x, struct archive_entry *e, int pfd, const char *name, const char *path)
+{
+	const char *why = NULL;
+	_cleanup_free_ char *target = NULL;
+	int r = tar_clean_name(archive_entry_hardlink(e), &target, &why);
+	if (r == -ENOMEM)
+		return r;
+	if (r < 0)
+		return entry_fail(x, r, "hardlink target: %s", why);
+	if (!strcmp(target, path))
+		return entry_fail(x, -EINVAL, "hardlink to itself");
+	const char *slash = strrchr(target, '/');
+	_cleanup_free_ char *tdir = strndup(target, slash ? (size_t)(slash - target) : 0);
+	if (!tdir)
+		return -ENOMEM;
+	const char *tbase = slash ? slash + 1 : target;
+	if (!*tbase)
+		return entry_fail(x, -EINVAL, "hardlink to the layer root");
+	_cleanup_close_ int tfd = fs_open_beneath(x->root_fd, tdir, O_PATH | O_DIRECTORY);
+	if (tfd < 0 && tfd != -ENOENT)
+		return resolve_error(x, tfd, tdir);
+	struct stat st;
+	if (tfd < 0 || fstatat(tfd, tbase, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+		if (tfd >= 0 && errno != ENOENT)
+			return entry_syserr(x, negerrno(), "stat", target);
+		return entry_fail(x, -ENOENT, "hardlink target \"%s\" is not in the layer (yet)", target);
+	}
+	if (S_ISLNK(st.st_mode))
+		return entry_fail(x, -EPERM, "hardlink target \"%s\" is a symlink", target);
+	if (S_ISDIR(st.st_mode))
+		return entry_fail(x, -EPERM, "hardlink target \"%s\" is a directory", target);
+	if (tar_is_whiteout(&st))
+		return entry_fail(x, -EPERM, "hardlink target \"%s\" is a whiteout", target);
+	for (int attempt = 0;; attempt++) {
+		/* flags 0: linkat never follows the target. */
+		if (linkat(tfd, tbase, pfd, name, 0) == 0)
+			return 0;
+		if (errno != EEXIST || attempt > 0)
+			return entry_syserr(x, negerrno(), "link", path);
+		r = make_room(x, pfd, name, path, false);
+		if (r < 0)
+			return r;
+	}
+}
+
+/* Symlinks, devices and fifos: created, then owned and timed by name,
+ * never followed. */
+static int extract_special(extractor *x, struct archive_entry *e, int pfd, const char *name, const char *path)
+{
+	uid_t uid;
+	gid_t gid;
+	int r = map_owner(x, e, &uid, &gid);
+	if (r < 0)
+		return r;
+	mode_t type = archive_entry_filetype(e), mode = archive_entry_perm(e) & 07777;
+	const char *target = NULL;
+	if (type == AE_IFLNK) {
+		target = archive_entry_symlink(e);
+		if (!target || !*target)
+			return entry_fail(x, -EINVAL, "symlink without a target");
+	} else if (type == AE_IFCHR || type == AE_IFBLK) {
+		if (x->o->flags & STRATA_TAR_NO_DEVICES)
+			return entry_fail(x, -EPERM, "device nodes are not allowed here");
+		if (type == AE_IFCHR && archive_entry_rdev(e) == 0)
+			return entry_fail(x, -EINVAL,
+					  "a character device 0/0 is overlay's own whiteout; layer tars say .wh.<name>");
+	}
+	for (int attempt = 0;; attempt++) {
+		int q = target ? symlinkat(target, pfd, name)
+			       : mknodat(pfd, name, (type == AE_IFIFO ? S_IFIFO : type) | (mode & 0777),
+					 type == AE_IFIFO ? 0 : archive_entry_rdev(e));
+		if (q == 0)
+			break;
+		if (errno != EEXIST || attempt > 0)
+			return entry_syserr(x, negerrno(), target ? "symlink" : "mknod", path);
+		r = make_room(x, pfd, name, path, false);
+		if (r < 0)
+			return r;
+	}
+	if ((uid != x->euid || gid != x->egid) && fchownat(pfd, name, uid, gid, AT_SYMLINK_NOFOLLOW) < 0)
+		return entry_syserr(x, negerrno(), "chown", path);
+	/* Not a symlink (those have no mode), just created by us in a dir
+	 * only we write to: fchmodat by name is safe. */
+	if (!target && needs_chmod(x, mode) && fchmodat(pfd, name, mode, 0) < 0)
+		return entry_syserr(x, negerrno(), "chmod", path);
+	r = set_xattrs(x, e, -1, pfd, name, path);
+	if (r < 0)
+		return r;
+	struct timespec times[2];
+	entry_times(e, times);
+	if (utimensat(pfd, name, times, AT_SYMLINK_NOFOLLOW) < 0)
+		return entry_syserr(x, negerrno(), "set times of", path);
+	return 0;
+}
+
+/* ".wh.<name>": overlay's whiteout, a character device 0/0, in place of
+ * whatever this layer already put at <name>. */
+static int extract_whiteout(extractor *x, struct archive_entry *e, int pfd, const char *name, const char *path)
+{
+	uid_t uid;
+	gid_t gid;
+	int r = map_owner(x, e, &uid, &gid);
+	if (r < 0)
+		return r;
+	for (int attempt = 0;; attempt++) {
+		if (mknodat(pfd, name, S_IFCHR, makedev(0, 0)) == 0)
+			break;
+		if (errno != EEXIST || attempt > 0)
+			return entry_syserr(x, negerrno(), "make whiteout", path);
+		r = make_room(x, pfd, name, path, false);
+		if (r < 0)
+			return r;
+	}
+	if ((uid != x->euid || gid != x->egid) && fchownat(pfd, name, uid, gid, AT_SYMLINK_NOFOLLOW) < 0)
+		return entry_syserr(x, negerrno(), "chown", path);
+	return 0;
+}
+
+static int extract_entry(extractor *x, struct archive_entry *e)
+{
+	const char *why = NULL;
+	_cleanup_free_ char *path = NULL;
+	int r = tar_clean_name(x->entry, &path, &why);
+	if (r == -ENOMEM)
+		return r;
+	if (r < 0)
+		return entry_fail(x, r, "%s", why);
+
+	char *slash = strrchr(path, '/');
+	size_t dirlen = slash ? (size_t)(slash - path) : 0;
+	char *base = slash ? slash + 1 : path;
+	mode_t type = archive_entry_filetype(e);
+
+	/* aufs bookkeeping at the root (.wh..wh.plnk and the like) is not
+	 * layer content: skipped, as Docker does. */
+	if (!strncmp(path, WHITEOUT_META, strlen(WHITEOUT_META)) && strcmp(base, WHITEOUT_OPAQUE) != 0)
+		return 0;
+
+	if (!*path) {
+		if (type != AE_IFDIR)
+			return entry_fail(x, -EINVAL, "the layer root must be a directory");
+		return extract_dir(x, e, x->root_fd, ".", "");
+	}
+
+	int pfd = -1;
+	r = open_parent(x, path, dirlen, &pfd);
+	if (r < 0)
+		return r;
+
+	if (!strncmp(base, WHITEOUT_PREFIX, strlen(WHITEOUT_PREFIX))) {
+		if (!strcmp(base, WHITEOUT_OPAQUE)) {
+			if (fsetxattr(pfd, OVERLAY_OPAQUE_XATTR, "y", 1, 0) < 0)
+				return entry_fail(x, negerrno(), "mark \"%.*s\" opaque: %s", (int)dirlen, path,
+						  strerror(errno));
+			return 0;
+		}
+		if (!strncmp(base, WHITEOUT_META, strlen(WHITEOUT_META)))
+			return 0;
+		const char *victim = base + strlen(WHITEOUT_PREFIX);
+		if (!*victim || !strcmp(victim, ".") || !strcmp(victim, ".."))
+			return entry_fail(x, -EINVAL, "whiteout of \"%s\" names no file", victim);
+		/* path now names the deleted file, for messages. */
+		memmove(base, victim, strlen(victim) + 1);
+		return extract_whiteout(x, e, pfd, base, path);
+	}
+
+	if (archive_entry_hardlink(e))
+		return extract_hardlink(x, e, pfd, base, path);
+	switch (type) {
+	case AE_IFREG:
+		return extract_file(x, e, pfd, base, path);
+	case AE_IFDIR:
+		return extract_dir(x, e, pfd, base, path);
+	case AE_IFLNK:
+	case AE_IFCHR:
+	case AE_IFBLK:
+	case AE_IFIFO:
+		return extract_special(x, e, pfd, base, path);
+	default:
+		return entry_fail(x, -EINVAL, "unsupported entry type 0%o", (unsigned)type);
+	}
+}
+
+int tar_extract(struct archive *a, int root_fd, const tar_opts *o, uint64_t *ret_size, strata_error *err)
+{
+	extractor x = {
+		.a = a,
+		.root_fd = root_fd,
+		.o = o,
+		.err = err,
+		.umask = read_umask(),
+		.euid = geteuid(),
+		.egid = getegid(),
+		.parent_fd = -1,
+	};
+	_cleanup_free_ char *last = NULL;
+	int r = 0;
+	for (;;) {
+		struct archive_entry *e;
+		int ar = archive_read_next_header(a, &e);
+		if (ar == ARCHIVE_EOF)
+			break;
+		if (ar < ARCHIVE_WARN) {
+			char q[256];
+			if (last)
+				r = error_setf(err, -EINVAL, "tar after entry \"%s\": %s",
+					       error_quote(last, q, sizeof(q)), archive_error_string(a));
+			else
+				r = error_setf(err, -EINVAL, "tar: %s", archive_error_string(a));
+			goto out;
+		}
+		x.entry = archive_entry_pathname(e);
+		if (!x.entry)
+			x.entry = "";
+		r = extract_entry(&x, e);
+		if (r < 0) {
+			if (r == -ENOMEM)
+				error_set(err, r, "extract");
+			goto out;
+		}
+		free(last);
+		last = strdup(x.entry);
+		if (!last) {
+			r = -ENOMEM;
+			goto out;
+		}
+		x.progress.entries++;
+		if (o->progress)
+			o->progress(&x.progress, o->progress_data);
+	}
+	cache_drop(&x);
+	r = fix_dirs(&x);
+	if (r < 0)
+		goto out;
+	x.progress.done = 1;
+	if (o->progress)
+		o->progress(&x.progress, o->progress_data);
+	*ret_size = x.size;
+out:
+	cache_drop(&x);
+	for (size_t i = 0; i < x.n_dirs; i++)
+		free(x.dirs[i].path);
+	free(x.dirs);
+	return r;
+}
+
+int tar_reader_open_fd(int fd, struct archive **ret, strata_error *err)
+{
+	struct archive *a = archive_read_new();
+	if (!a)
+		return -ENOMEM;
+	/* Layer tars only: ustar, pax and GNU tar, compressed or not. */
+	if (archive_read_support_format_tar(a) != ARCHIVE_OK || archive_read_support_filter_gzip(a) != ARCHIVE_OK ||
+	    archive_read_support_filter_zstd(a) != ARCHIVE_OK || archive_read_support_filter_xz(a) != ARCHIVE_OK ||
+	    archive_read_open_fd(a, fd, READ_BLOCK) != ARCHIVE_OK) {
+		int r = error_setf(err, -EINVAL, "tar: %s", archive_error_string(a));
+		archive_read_free(a);
+		return r;
+	}
+	*ret = a;
+	return 0;
+}

@@ -1,0 +1,459 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Writing layer tars: PAX (ustar headers, extended records only where
+ * needed), as Docker writes them: mtimes in whole seconds, no atime or
+ * ctime, no user or group names (numeric owners; no NSS lookups), entries
+ * sorted by name so the same tree always gives the same bytes.  Hardlinks
+ * go through libarchive's link resolver: the first path carries the data,
+ * later ones link to it.  Overlay whiteouts (character devices 0/0) share
+ * one inode with overlay's work dir, so they never reach the resolver.
+ *
+ * Trees being exported may belong to a running container: every path is
+ * opened relative to its parent's fd with O_NOFOLLOW (or beneath the root
+ * with fs_open_beneath), so a symlink swapped in cannot lead outside.
+ */
+#include <archive.h>
+#include <archive_entry.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include "tar/tar.h"
+#include "util/banned.h"
+#include "util/error.h"
+#include "util/fs.h"
+#include "util/macro.h"
+
+#define DATA_BUF   (256 * 1024)
+#define XATTR_LIST (64 * 1024)
+
+struct tar_writer {
+	struct archive *a;
+	struct archive_entry_linkresolver *links;
+	const tar_opts *o;
+	strata_progress progress;
+	char *buf;	   /* DATA_BUF bytes */
+	char *xattr_names; /* XATTR_LIST bytes */
+	char *xattr_value; /* XATTR_SIZE_MAX bytes, on first use */
+	/* The naive diff's last parent dir. */
+	char *parent_path;
+	int parent_fd;
+};
+
+tar_writer *tar_writer_free(tar_writer *w)
+{
+	if (!w)
+		return NULL;
+	if (w->a)
+		archive_write_free(w->a);
+	if (w->links)
+		archive_entry_linkresolver_free(w->links);
+	if (w->parent_fd >= 0)
+		close(w->parent_fd);
+	free(w->parent_path);
+	free(w->buf);
+	free(w->xattr_names);
+	free(w->xattr_value);
+	free(w);
+	return NULL;
+}
+
+static void tar_writer_freep(tar_writer **w)
+{
+	tar_writer_free(*w);
+}
+
+int tar_writer_new(int out_fd, const tar_opts *o, tar_writer **ret, strata_error *err)
+{
+	_cleanup_(tar_writer_freep) tar_writer *w = calloc(1, sizeof(*w));
+	if (!w)
+		return -ENOMEM;
+	w->parent_fd = -1;
+	w->o = o;
+	w->buf = malloc(DATA_BUF);
+	w->xattr_names = malloc(XATTR_LIST);
+	w->a = archive_write_new();
+	w->links = archive_entry_linkresolver_new();
+	if (!w->buf || !w->xattr_names || !w->a || !w->links)
+		return -ENOMEM;
+	archive_entry_linkresolver_set_strategy(w->links, ARCHIVE_FORMAT_TAR_PAX_RESTRICTED);
+	/* Blocks of 64 KiB cut the write calls; no padding of the last one
+	 * beyond the end-of-archive blocks (a pipe is not a tape). */
+	if (archive_write_set_format_pax_restricted(w->a) != ARCHIVE_OK ||
+	    archive_write_set_format_option(w->a, "pax", "xattrheader", "SCHILY") != ARCHIVE_OK ||
+	    archive_write_add_filter_none(w->a) != ARCHIVE_OK ||
+	    archive_write_set_bytes_per_block(w->a, 64 * 1024) != ARCHIVE_OK ||
+	    archive_write_set_bytes_in_last_block(w->a, 1) != ARCHIVE_OK ||
+	    archive_write_open_fd(w->a, out_fd) != ARCHIVE_OK)
+		return error_setf(err, -EIO, "tar writer: %s", archive_error_string(w->a));
+	*ret = TAKE_PTR(w);
+	return 0;
+}
+
+int tar_writer_finish(tar_writer *w, strata_error *err)
+{
+	if (archive_write_close(w->a) != ARCHIVE_OK)
+		return error_setf(err, -EIO, "write tar: %s", archive_error_string(w->a));
+	w->progress.done = 1;
+	if (w->o->progress)
+		w->o->progress(&w->progress, w->o->progress_data);
+	return 0;
+}
+
+static int archive_fail(tar_writer *w, const char *path, strata_error *err)
+{
+	int code = archive_errno(w->a) > 0 ? -archive_errno(w->a) : -EIO;
+	return error_setf(err, code, "write tar entry \"%s\": %s", QUOTE(path), archive_error_string(w->a));
+}
+
+/* Adds the kept xattrs of an inode: through fd when >= 0, else through
+ * the parent's magic link and the name (l*xattr: not followed). */
+static int add_xattrs(tar_writer *w, struct archive_entry *e, int fd, int dirfd, const char *name, const char *path,
+		      strata_error *err)
+{
+	char lpath[64 + NAME_MAX];
+	if (fd < 0)
+		snprintf(lpath, sizeof(lpath), "/proc/self/fd/%d/%s", dirfd, name);
+	ssize_t n = fd >= 0 ? flistxattr(fd, w->xattr_names, XATTR_LIST) : llistxattr(lpath, w->xattr_names, XATTR_LIST);
+	if (n < 0) {
+		if (errno == ENOTSUP || errno == ENODATA)
+			return 0;
+		return error_set(err, negerrno(), "list xattrs of \"%s\"", QUOTE(path));
+	}
+	for (const char *k = w->xattr_names; k < w->xattr_names + n; k += strlen(k) + 1) {
+		if (!tar_xattr_kept(k))
+			continue;
+		if (!w->xattr_value && !(w->xattr_value = malloc(XATTR_SIZE_MAX)))
+			return -ENOMEM;
+		ssize_t v = fd >= 0 ? fgetxattr(fd, k, w->xattr_value, XATTR_SIZE_MAX)
+				    : lgetxattr(lpath, k, w->xattr_value, XATTR_SIZE_MAX);
+		if (v < 0) {
+			if (errno == ENODATA)
+				continue; /* removed meanwhile */
+			return error_set(err, negerrno(), "read xattr %s of \"%s\"", k, QUOTE(path));
+		}
+		archive_entry_xattr_add_entry(e, k, w->xattr_value, (size_t)v);
+	}
+	return 0;
+}
+
+static int fill_entry(tar_writer *w, struct archive_entry *e, const struct stat *st, const char *path,
+		      strata_error *err)
+{
+	archive_entry_copy_stat(e, st);
+	archive_entry_unset_atime(e);
+	archive_entry_unset_ctime(e);
+	archive_entry_unset_birthtime(e);
+	archive_entry_set_mtime(e, st->st_mtim.tv_sec, 0);
+	archive_entry_set_pathname(e, path);
+	uint32_t uid, gid;
+	if (idmap_to_container(w->o->uids, st->st_uid, &uid) < 0)
+		return error_setf(err, -ERANGE, "\"%s\": uid %u has no container id in the uid map", QUOTE(path),
+				  (unsigned)st->st_uid);
+	if (idmap_to_container(w->o->gids, st->st_gid, &gid) < 0)
+		return error_setf(err, -ERANGE, "\"%s\": gid %u has no container id in the gid map", QUOTE(path),
+				  (unsigned)st->st_gid);
+	archive_entry_set_uid(e, uid);
+	archive_entry_set_gid(e, gid);
+	return 0;
+}
+
+/* Data regions of a file with holes, as libarchive's sparse map. */
+static int add_sparse_map(struct archive_entry *e, int fd, const struct stat *st)
+{
+	if ((uint64_t)st->st_blocks * 512 >= (uint64_t)st->st_size)
+		return 0;
+	off_t off = 0;
+	bool any_hole = false;
+	while (off < st->st_size) {
+		off_t data = lseek(fd, off, SEEK_DATA);
+		if (data < 0) {
+			if (errno == ENXIO) { /* a hole to the end */
+				any_hole = true;
+				break;
+			}
+			return errno == EINVAL ? 0 : negerrno(); /* no SEEK_DATA: dense */
+		}
+		off_t hole = lseek(fd, data, SEEK_HOLE);
+		if (hole < 0)
+			return negerrno();
+		if (hole > st->st_size)
+			hole = st->st_size;
+		if (data > off)
+			any_hole = true;
+		archive_entry_sparse_add_entry(e, data, hole - data);
+		off = hole;
+	}
+	if (!any_hole)
+		archive_entry_sparse_clear(e);
+	/* A file that is all hole still needs one (empty) region at its end
+	 * for readers to learn its size. */
+	else if (archive_entry_sparse_count(e) == 0)
+		archive_entry_sparse_add_entry(e, st->st_size, 0);
+	return lseek(fd, 0, SEEK_SET) < 0 ? negerrno() : 0;
+}
+
+/* Streams size bytes of fd.  A file that shrank meanwhile is padded with
+ * zeros (the header is written); one that grew is cut at the header's size. */
+static int write_content(tar_writer *w, int fd, off_t size, const char *path, strata_error *err)
+{
+	off_t done = 0;
+	while (done < size) {
+		size_t want = (size_t)(size - done < DATA_BUF ? size - done : DATA_BUF);
+		ssize_t n = read(fd, w->buf, want);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return error_set(err, negerrno(), "read \"%s\"", QUOTE(path));
+		}
+		if (n == 0)
+			break;
+		if (archive_write_data(w->a, w->buf, (size_t)n) < 0)
+			return archive_fail(w, path, err);
+		done += n;
+		w->progress.bytes += (uint64_t)n;
+		if (w->o->progress)
+			w->o->progress(&w->progress, w->o->progress_data);
+	}
+	return 0;
+}
+
+static int write_entry_header(tar_writer *w, struct archive_entry *e, const char *path, strata_error *err)
+{
+	if (archive_write_header(w->a, e) < ARCHIVE_WARN)
+		return archive_fail(w, path, err);
+	w->progress.entries++;
+	if (w->o->progress)
+		w->o->progress(&w->progress, w->o->progress_data);
+	return 0;
+}
+
+/* One non-directory entry named `name` in dirfd, at `path` in the tar. */
+static int write_nondir(tar_writer *w, int dirfd, const char *name, const char *path, const struct stat *st,
+			strata_error *err)
+{
+	struct archive_entry *e = archive_entry_new();
+	if (!e)
+		return -ENOMEM;
+	struct archive_entry *spare = NULL;
+	_cleanup_close_ int fd = -1;
+	int r = fill_entry(w, e, st, path, err);
+	if (r < 0)
+		goto out;
+
+	if (S_ISREG(st->st_mode)) {
+		fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NOATIME | O_CLOEXEC);
+		if (fd < 0 && errno == EPERM)
+			fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0) {
+			r = error_set(err, negerrno(), "open \"%s\"", QUOTE(path));
+			goto out;
+		}
+		r = add_sparse_map(e, fd, st);
+		if (r < 0) {
+			error_set(err, r, "map holes of \"%s\"", QUOTE(path));
+			goto out;
+		}
+	} else if (S_ISLNK(st->st_mode)) {
+		char target[PATH_MAX + 1];
+		ssize_t n = readlinkat(dirfd, name, target, sizeof(target) - 1);
+		if (n < 0) {
+			r = error_set(err, negerrno(), "readlink \"%s\"", QUOTE(path));
+			goto out;
+		}
+		target[n] = '\0';
+		archive_entry_set_symlink(e, target);
+	}
+	r = add_xattrs(w, e, fd, dirfd, name, path, err);
+	if (r < 0)
+		goto out;
+
+	if (st->st_nlink > 1) {
+		archive_entry_linkify(w->links, &e, &spare);
+		if (archive_entry_hardlink(e))
+			archive_entry_sparse_clear(e);
+	}
+	r = write_entry_header(w, e, path, err);
+	if (r < 0)
+		goto out;
+	/* A hardlink to an earlier path has size 0: no data.  Sparse files
+	 * are fed whole, holes read as zeros: libarchive drops the hole
+	 * bytes itself. */
+	if (fd >= 0 && archive_entry_size(e) > 0 && !archive_entry_hardlink(e))
+		r = write_content(w, fd, st->st_size, path, err);
+out:
+	archive_entry_free(e);
+	archive_entry_free(spare);
+	return r;
+}
+
+static int write_dir(tar_writer *w, int fd, const char *path, const struct stat *st, strata_error *err)
+{
+	struct archive_entry *e = archive_entry_new();
+	if (!e)
+		return -ENOMEM;
+	int r = fill_entry(w, e, st, path, err);
+	if (r >= 0)
+		r = add_xattrs(w, e, fd, -1, NULL, path, err);
+	if (r >= 0)
+		r = write_entry_header(w, e, path, err);
+	archive_entry_free(e);
+	return r;
+}
+
+/* "<dir>/<marker>" as an empty regular file with the owner, mode and mtime
+ * of `st`, as Docker writes whiteouts and opaque markers. */
+static int write_marker(tar_writer *w, const char *dir, const char *marker, const char *name, const struct stat *st,
+			strata_error *err)
+{
+	_cleanup_free_ char *path = NULL;
+	if (asprintf(&path, "%s%s%s%s", dir, *dir ? "/" : "", marker, name) < 0)
+		return -ENOMEM;
+	struct stat m = {
+		.st_mode = S_IFREG | (st ? st->st_mode & 0777 : 0),
+		.st_uid = st ? st->st_uid : 0,
+		.st_gid = st ? st->st_gid : 0,
+		.st_nlink = 1,
+		.st_mtim = st ? st->st_mtim : (struct timespec){0},
+	};
+	struct archive_entry *e = archive_entry_new();
+	if (!e)
+		return -ENOMEM;
+	int r = fill_entry(w, e, &m, path, err);
+	if (r >= 0)
+		r = write_entry_header(w, e, path, err);
+	archive_entry_free(e);
+	return r;
+}
+
+static int cmp_names(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int is_opaque(int fd)
+{
+	char v[2];
+	ssize_t n = fgetxattr(fd, OVERLAY_OPAQUE_XATTR, v, sizeof(v));
+	return n == 1 && v[0] == 'y';
+}
+
+/* Depth-first in name order; one fd per level of the current path. */
+static int walk(tar_writer *w, int dirfd, strbuf *path, strata_error *err)
+{
+	_cleanup_strv_free_ char **names = NULL;
+	int r = fs_list_dir(dirfd, &names);
+	if (r < 0)
+		return error_set(err, r, "read dir \"%s\"", QUOTE(path->len ? path->buf : "/"));
+	qsort(names, strv_length(names), sizeof(char *), cmp_names);
+	size_t base_len = path->len;
+	for (char **p = names; *p; p++) {
+		path->len = base_len;
+		path->buf[base_len] = '\0';
+		struct stat st;
+		if (fstatat(dirfd, *p, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+			if (errno == ENOENT)
+				continue; /* deleted meanwhile */
+			return error_set(err, negerrno(), "stat \"%s/%s\"", QUOTE(path->buf), *p);
+		}
+		if (tar_is_whiteout(&st)) {
+			r = write_marker(w, path->buf, WHITEOUT_PREFIX, *p, &st, err);
+			if (r < 0)
+				return r;
+			continue;
+		}
+		if ((base_len && strbuf_append(path, "/", 1) < 0) || strbuf_append(path, *p, strlen(*p)) < 0)
+			return -ENOMEM;
+		if (S_ISSOCK(st.st_mode))
+			continue; /* tar has no sockets; Docker skips them too */
+		if (!S_ISDIR(st.st_mode)) {
+			r = write_nondir(w, dirfd, *p, path->buf, &st, err);
+			if (r < 0)
+				return r;
+			continue;
+		}
+		_cleanup_close_ int fd = openat(dirfd, *p, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0)
+			return error_set(err, negerrno(), "open dir \"%s\"", QUOTE(path->buf));
+		r = write_dir(w, fd, path->buf, &st, err);
+		if (r < 0)
+			return r;
+		if (is_opaque(fd)) {
+			r = write_marker(w, path->buf, WHITEOUT_OPAQUE, "", &st, err);
+			if (r < 0)
+				return r;
+		}
+		r = walk(w, fd, path, err);
+		if (r < 0)
+			return r;
+	}
+	path->len = base_len;
+	if (path->buf)
+		path->buf[base_len] = '\0';
+	return 0;
+}
+
+int tar_write_layer(tar_writer *w, int root_fd, strata_error *err)
+{
+	/* The root dir itself is not an entry (Docker's layers have none),
+	 * but an opaque root is. */
+	if (is_opaque(root_fd)) {
+		struct stat st;
+		if (fstat(root_fd, &st) < 0)
+			return error_set(err, negerrno(), "stat layer root");
+		int r = write_marker(w, "", WHITEOUT_OPAQUE, "", &st, err);
+		if (r < 0)
+			return r;
+	}
+	strbuf path = {0};
+	if (strbuf_append(&path, "", 0) < 0)
+		return -ENOMEM;
+	int r = walk(w, root_fd, &path, err);
+	strbuf_release(&path);
+	return r;
+}
+
+int tar_write_path(tar_writer *w, int root_fd, const char *path, strata_error *err)
+{
+	const char *slash = strrchr(path, '/');
+	size_t dirlen = slash ? (size_t)(slash - path) : 0;
+	const char *name = slash ? slash + 1 : path;
+	if (!w->parent_path || strlen(w->parent_path) != dirlen || memcmp(w->parent_path, path, dirlen) != 0) {
+		if (w->parent_fd >= 0)
+			close(w->parent_fd);
+		free(w->parent_path);
+		w->parent_fd = -1;
+		w->parent_path = strndup(path, dirlen);
+		if (!w->parent_path)
+			return -ENOMEM;
+		w->parent_fd = fs_open_beneath(root_fd, w->parent_path, O_RDONLY | O_DIRECTORY);
+		if (w->parent_fd < 0)
+			return error_set(err, w->parent_fd, "open dir \"%s\"", QUOTE(w->parent_path));
+	}
+	struct stat st;
+	if (fstatat(w->parent_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return error_set(err, negerrno(), "stat \"%s\"", QUOTE(path));
+	if (S_ISSOCK(st.st_mode))
+		return 0;
+	if (!S_ISDIR(st.st_mode))
+		return write_nondir(w, w->parent_fd, name, path, &st, err);
+	_cleanup_close_ int fd = openat(w->parent_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return error_set(err, negerrno(), "open dir \"%s\"", QUOTE(path));
+	return write_dir(w, fd, path, &st, err);
+}
+
+int tar_write_whiteout(tar_writer *w, const char *path, strata_error *err)
+{
+	const char *slash = strrchr(path, '/');
+	_cleanup_free_ char *dir = strndup(path, slash ? (size_t)(slash - path) : 0);
+	if (!dir)
+		return -ENOMEM;
+	return write_marker(w, dir, WHITEOUT_PREFIX, slash ? slash + 1 : path, NULL, err);
+}
