@@ -34,6 +34,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include "tar/pool.h"
 #include "tar/tar.h"
 #include "util/banned.h"
 #include "util/error.h"
@@ -41,6 +42,13 @@
 #include "util/macro.h"
 
 #define READ_BLOCK (128 * 1024)
+/* Files up to this size are read whole and finished by a worker; at most
+ * APPLY_QUEUE_BYTES of them are in flight (memory stays flat), and at
+ * most APPLY_QUEUE_JOBS (each holds an fd). */
+#define SMALL_FILE_MAX	  (1024 * 1024)
+#define APPLY_QUEUE_BYTES (8 * 1024 * 1024)
+#define APPLY_QUEUE_JOBS  256
+#define APPLY_WORKERS	  1
 
 typedef struct dir_fixup {
 	char *path;
@@ -65,6 +73,7 @@ typedef struct extractor {
 	size_t n_dirs, alloc_dirs;
 	uint64_t size;
 	strata_progress progress;
+	work_pool *pool;
 } extractor;
 
 static int entry_fail(extractor *x, int code, const char *fmt, ...) _printf_(3, 4);
@@ -305,6 +314,169 @@ static int write_data(extractor *x, int fd, struct archive_entry *e, const char 
 	return 0;
 }
 
+/* A small file's content and metadata, handed to a worker with its fd
+ * (see pool.h): one allocation, path and data after the struct. */
+typedef struct file_job {
+	int fd;
+	bool do_chown, do_chmod;
+	uid_t uid;
+	gid_t gid;
+	mode_t mode;
+	struct timespec times[2];
+	size_t n_xattrs;
+	struct job_xattr {
+		char *name;
+		void *value;
+		size_t size;
+	} *xattrs;
+	char *path;
+	char *data;
+	size_t len;
+} file_job;
+
+static void file_job_free(void *p)
+{
+	file_job *j = p;
+	if (j->fd >= 0)
+		close(j->fd);
+	for (size_t i = 0; i < j->n_xattrs; i++) {
+		free(j->xattrs[i].name);
+		free(j->xattrs[i].value);
+	}
+	free(j->xattrs);
+	free(j);
+}
+
+static int job_fail(strata_error *err, int code, const char *path, const char *what)
+{
+	char q[256];
+	return error_setf(err, code, "entry \"%s\": %s: %s", error_quote(path, q, sizeof(q)), what, strerror(-code));
+}
+
+/* The inode work after the content: chown clears setuid bits and
+ * security.capability, so chmod and xattrs come after it; times last. */
+static int file_job_run(void *p, strata_error *err)
+{
+	file_job *j = p;
+	int r = 0;
+	for (size_t off = 0; off < j->len;) {
+		ssize_t w = pwrite(j->fd, j->data + off, j->len - off, (off_t)off);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0) {
+			r = job_fail(err, negerrno(), j->path, "write");
+			goto out;
+		}
+		off += (size_t)w;
+	}
+	if (j->do_chown && fchown(j->fd, j->uid, j->gid) < 0) {
+		r = job_fail(err, negerrno(), j->path, "chown");
+		goto out;
+	}
+	if (j->do_chmod && fchmod(j->fd, j->mode) < 0) {
+		r = job_fail(err, negerrno(), j->path, "chmod");
+		goto out;
+	}
+	for (size_t i = 0; i < j->n_xattrs; i++)
+		if (fsetxattr(j->fd, j->xattrs[i].name, j->xattrs[i].value, j->xattrs[i].size, 0) < 0) {
+			r = job_fail(err, negerrno(), j->path, "set xattr");
+			goto out;
+		}
+	if (futimens(j->fd, j->times) < 0) {
+		r = job_fail(err, negerrno(), j->path, "set times");
+		goto out;
+	}
+	r = close(j->fd) < 0 ? job_fail(err, negerrno(), j->path, "close") : 0;
+	j->fd = -1;
+out:
+	file_job_free(j);
+	return r;
+}
+
+static int job_copy_xattrs(file_job *j, struct archive_entry *e)
+{
+	int n = archive_entry_xattr_reset(e);
+	if (n <= 0)
+		return 0;
+	j->xattrs = calloc((size_t)n, sizeof(*j->xattrs));
+	if (!j->xattrs)
+		return -ENOMEM;
+	const char *key;
+	const void *value;
+	size_t size;
+	while (archive_entry_xattr_next(e, &key, &value, &size) == ARCHIVE_OK && j->n_xattrs < (size_t)n) {
+		if (!tar_xattr_kept(key))
+			continue;
+		struct job_xattr *xa = &j->xattrs[j->n_xattrs++];
+		xa->name = strdup(key);
+		xa->value = malloc(size ? size : 1);
+		if (!xa->name || !xa->value)
+			return -ENOMEM;
+		memcpy(xa->value, value, size);
+		xa->size = size;
+	}
+	return 0;
+}
+
+static int create_file(extractor *x, int pfd, const char *name, const char *path, mode_t mode)
+{
+	for (int attempt = 0;; attempt++) {
+		int fd = openat(pfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode & 0777);
+		if (fd >= 0)
+			return fd;
+		if (errno != EEXIST || attempt > 0)
+			return entry_syserr(x, negerrno(), "create", path);
+		int r = make_room(x, pfd, name, path, false);
+		if (r < 0)
+			return r;
+	}
+}
+
+/* Small files: content read here, the rest done by a worker. */
+static int extract_small_file(extractor *x, struct archive_entry *e, int pfd, const char *name, const char *path,
+			      uid_t uid, gid_t gid, mode_t mode)
+{
+	size_t len = (size_t)archive_entry_size(e), plen = strlen(path) + 1;
+	file_job *j = malloc(sizeof(*j) + plen + len);
+	if (!j)
+		return -ENOMEM;
+	*j = (file_job){
+		.fd = -1,
+		.do_chown = uid != x->euid || gid != x->egid,
+		.do_chmod = needs_chmod(x, mode),
+		.uid = uid,
+		.gid = gid,
+		.mode = mode,
+		.path = (char *)(j + 1),
+		.data = (char *)(j + 1) + plen,
+		.len = len,
+	};
+	memcpy(j->path, path, plen);
+	entry_times(e, j->times);
+	/* archive_read_data fills a sparse entry's holes with zeros. */
+	for (size_t got = 0; got < len;) {
+		la_ssize_t n = archive_read_data(x->a, j->data + got, len - got);
+		if (n <= 0) {
+			file_job_free(j);
+			return entry_fail(x, -EIO, "read content: %s",
+					  n < 0 ? archive_error_string(x->a) : "truncated archive");
+		}
+		got += (size_t)n;
+	}
+	x->progress.bytes += len;
+	x->size += len;
+	int r = job_copy_xattrs(j, e);
+	if (r >= 0)
+		r = j->fd = create_file(x, pfd, name, path, mode);
+	if (r < 0) {
+		file_job_free(j);
+		return r;
+	}
+	r = pool_submit(x->pool, j, sizeof(*j) + len);
+	/* A worker's failure is reported, with its message, by pool_finish. */
+	return r < 0 ? r : 0;
+}
+
 static int extract_file(extractor *x, struct archive_entry *e, int pfd, const char *name, const char *path)
 {
 	uid_t uid;
@@ -315,17 +487,12 @@ static int extract_file(extractor *x, struct archive_entry *e, int pfd, const ch
 	if (archive_entry_size(e) < 0)
 		return entry_fail(x, -EINVAL, "negative size");
 	mode_t mode = archive_entry_perm(e) & 07777;
-	_cleanup_close_ int fd = -1;
-	for (int attempt = 0; fd < 0; attempt++) {
-		fd = openat(pfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode & 0777);
-		if (fd >= 0)
-			break;
-		if (errno != EEXIST || attempt > 0)
-			return entry_syserr(x, negerrno(), "create", path);
-		r = make_room(x, pfd, name, path, false);
-		if (r < 0)
-			return r;
-	}
+	if (x->pool && archive_entry_size(e) <= SMALL_FILE_MAX)
+		return extract_small_file(x, e, pfd, name, path, uid, gid, mode);
+
+	_cleanup_close_ int fd = create_file(x, pfd, name, path, mode);
+	if (fd < 0)
+		return fd;
 	r = write_data(x, fd, e, path);
 	if (r < 0)
 		return r;
@@ -613,7 +780,9 @@ int tar_extract(struct archive *a, int root_fd, const tar_opts *o, uint64_t *ret
 		.parent_fd = -1,
 	};
 	_cleanup_free_ char *last = NULL;
-	int r = 0;
+	int r = pool_new(APPLY_WORKERS, APPLY_QUEUE_JOBS, APPLY_QUEUE_BYTES, file_job_run, file_job_free, &x.pool);
+	if (r < 0)
+		return error_set(err, r, "start apply workers");
 	for (;;) {
 		struct archive_entry *e;
 		int ar = archive_read_next_header(a, &e);
@@ -648,6 +817,9 @@ int tar_extract(struct archive *a, int root_fd, const tar_opts *o, uint64_t *ret
 			o->progress(&x.progress, o->progress_data);
 	}
 	cache_drop(&x);
+	r = pool_finish(TAKE_PTR(x.pool), err);
+	if (r < 0)
+		goto out;
 	r = fix_dirs(&x);
 	if (r < 0)
 		goto out;
@@ -656,6 +828,12 @@ int tar_extract(struct archive *a, int root_fd, const tar_opts *o, uint64_t *ret
 		o->progress(&x.progress, o->progress_data);
 	*ret_size = x.size;
 out:
+	if (x.pool) {
+		/* Stopped early: a worker's error explains more than ours. */
+		strata_error werr = {0};
+		if (pool_finish(x.pool, &werr) < 0 && err)
+			*err = werr;
+	}
 	cache_drop(&x);
 	for (size_t i = 0; i < x.n_dirs; i++)
 		free(x.dirs[i].path);
