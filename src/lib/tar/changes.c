@@ -381,10 +381,12 @@ static int merged_listing(layer_cmp *c, const stack *below, const char *rel, cha
 			r = -ENOMEM;
 	}
 	size_t m = 0;
-	for (size_t i = 0; i < n; i++) {
+	const char *prev = NULL; /* still valid: moved to out or freed below */
+	for (size_t i = 0; i < n && r >= 0; i++) {
 		/* The nearest layer's entry of each name decides. */
-		bool first = i == 0 || strcmp(all[i].name, all[i - 1].name) != 0;
-		if (r >= 0 && first && all[i].present)
+		bool first = !prev || strcmp(all[i].name, prev) != 0;
+		prev = all[i].name;
+		if (first && all[i].present)
 			out[m++] = TAKE_PTR(all[i].name);
 	}
 	for (size_t i = 0; i < n; i++)
