@@ -135,10 +135,13 @@ static int apply_layer(strata_driver *d, const char *id, const char *parent, int
 		r = error_set(err, negerrno(), "set owner and mode of %s/diff/%s", s->root, stage);
 		goto fail;
 	}
+	/* A plain file can be copied from inside the kernel. */
+	struct stat ist;
+	off_t start = fstat(in_fd, &ist) == 0 && S_ISREG(ist.st_mode) ? lseek(in_fd, 0, SEEK_CUR) : -1;
 	r = tar_reader_open_fd(in_fd, &a, err);
 	if (r < 0)
 		goto fail;
-	r = tar_extract(a, sfd, o, &size, err);
+	r = tar_extract_file(a, start >= 0 ? in_fd : -1, start, sfd, o, &size, err);
 	archive_read_free(a);
 	if (r < 0)
 		goto fail;
@@ -168,6 +171,7 @@ int strata_apply_diff(strata_driver *d, const char *id, const char *parent, int 
 	error_clear(err);
 	tar_opts o;
 	tar_opts_init(d, options ? options : &no_options, &o);
+	o.flags |= TAR_EARLY_WRITEBACK; /* apply_layer syncs before the rename */
 	int r = apply_layer(d, id, parent, fd, &o, ret_size, err);
 	return r < 0 ? error_prefix(err, r, "apply %s", QUOTE(id)) : 0;
 }

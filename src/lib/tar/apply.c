@@ -25,6 +25,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,13 +43,17 @@
 #include "util/macro.h"
 
 #define READ_BLOCK (128 * 1024)
-/* Files up to this size are read whole and finished by a worker; at most
- * APPLY_QUEUE_BYTES of them are in flight (memory stays flat), and at
- * most APPLY_QUEUE_JOBS (each holds an fd). */
+/* Regular files are written by a worker: files up to SMALL_FILE_MAX in
+ * one job, larger ones a block at a time.  At most APPLY_QUEUE_BYTES are
+ * in flight (memory stays flat) and APPLY_QUEUE_JOBS jobs (fds). */
 #define SMALL_FILE_MAX	  (1024 * 1024)
 #define APPLY_QUEUE_BYTES (8 * 1024 * 1024)
 #define APPLY_QUEUE_JOBS  256
 #define APPLY_WORKERS	  1
+/* With TAR_EARLY_WRITEBACK, a writeback of the tree starts in the
+ * background after each this many bytes, so the caller's final sync
+ * waits only for the tail instead of the whole layer. */
+#define WRITEBACK_EVERY (32 * 1024 * 1024)
 
 typedef struct dir_fixup {
 	char *path;
@@ -57,6 +62,70 @@ typedef struct dir_fixup {
 	gid_t gid;
 	struct timespec times[2];
 } dir_fixup;
+
+/* A thread that runs syncfs when kicked (TAR_EARLY_WRITEBACK).  Its
+ * errors do not matter: the caller's own final sync reports them. */
+typedef struct flusher {
+	pthread_t thread;
+	pthread_mutex_t lock;
+	pthread_cond_t wake;
+	bool pending, stop, started;
+	int fd;
+	uint64_t unflushed;
+} flusher;
+
+static void *flusher_main(void *arg)
+{
+	flusher *f = arg;
+	pthread_mutex_lock(&f->lock);
+	for (;;) {
+		while (!f->pending && !f->stop)
+			pthread_cond_wait(&f->wake, &f->lock);
+		if (!f->pending)
+			break;
+		f->pending = false;
+		pthread_mutex_unlock(&f->lock);
+		(void)syncfs(f->fd);
+		pthread_mutex_lock(&f->lock);
+	}
+	pthread_mutex_unlock(&f->lock);
+	return NULL;
+}
+
+static void flusher_start(flusher *f, int fd)
+{
+	f->fd = fd;
+	pthread_mutex_init(&f->lock, NULL);
+	pthread_cond_init(&f->wake, NULL);
+	f->started = pthread_create(&f->thread, NULL, flusher_main, f) == 0;
+}
+
+static void flusher_add(flusher *f, uint64_t bytes)
+{
+	f->unflushed += bytes;
+	if (!f->started || f->unflushed < WRITEBACK_EVERY)
+		return;
+	f->unflushed = 0;
+	pthread_mutex_lock(&f->lock);
+	f->pending = true;
+	pthread_cond_signal(&f->wake);
+	pthread_mutex_unlock(&f->lock);
+}
+
+static void flusher_stop(flusher *f)
+{
+	if (!f->started)
+		return;
+	pthread_mutex_lock(&f->lock);
+	f->stop = true;
+	f->pending = false;
+	pthread_cond_signal(&f->wake);
+	pthread_mutex_unlock(&f->lock);
+	pthread_join(f->thread, NULL);
+	pthread_mutex_destroy(&f->lock);
+	pthread_cond_destroy(&f->wake);
+	f->started = false;
+}
 
 typedef struct extractor {
 	struct archive *a;
@@ -74,6 +143,9 @@ typedef struct extractor {
 	uint64_t size;
 	strata_progress progress;
 	work_pool *pool;
+	flusher flush;
+	int input_fd;	   /* >= 0: an uncompressed tar in a plain file */
+	off_t input_start; /* its offset at the start of the stream */
 } extractor;
 
 static int entry_fail(extractor *x, int code, const char *fmt, ...) _printf_(3, 4);
@@ -275,49 +347,20 @@ static int set_xattrs(extractor *x, struct archive_entry *e, int fd, int pfd, co
 	return 0;
 }
 
-static int write_data(extractor *x, int fd, struct archive_entry *e, const char *path)
-{
-	la_int64_t size = archive_entry_size(e), end = 0;
-	for (;;) {
-		const void *buf;
-		size_t len;
-		la_int64_t off;
-		int r = archive_read_data_block(x->a, &buf, &len, &off);
-		if (r == ARCHIVE_EOF)
-			break;
-		if (r < ARCHIVE_WARN)
-			return entry_fail(x, -EIO, "read content: %s", archive_error_string(x->a));
-		if (off < 0 || (size >= 0 && off + (la_int64_t)len > size))
-			return entry_fail(x, -EINVAL, "content outside the declared size");
-		const char *p = buf;
-		while (len > 0) {
-			ssize_t w = pwrite(fd, p, len, off);
-			if (w < 0) {
-				if (errno == EINTR)
-					continue;
-				return entry_syserr(x, negerrno(), "write", path);
-			}
-			p += w;
-			off += w;
-			len -= (size_t)w;
-			x->progress.bytes += (uint64_t)w;
-		}
-		if (off > end)
-			end = off;
-		if (x->o->progress)
-			x->o->progress(&x->progress, x->o->progress_data);
-	}
-	/* A sparse file's last hole, or an all-hole file. */
-	if (size > end && ftruncate(fd, size) < 0)
-		return entry_syserr(x, negerrno(), "truncate", path);
-	x->size += (uint64_t)(size > 0 ? size : 0);
-	return 0;
-}
-
-/* A small file's content and metadata, handed to a worker with its fd
- * (see pool.h): one allocation, path and data after the struct. */
+/*
+ * A regular file's work handed to the worker (see pool.h): content at an
+ * offset, and, in the file's last job, its metadata and the fd to close.
+ * A small file is one job; a large one is a job per block of the tar
+ * followed by a last job without content.  The single worker runs jobs in
+ * order, so a file's blocks land before its times and close.  One
+ * allocation: path and content follow the struct.
+ */
 typedef struct file_job {
 	int fd;
+	bool last;	  /* metadata, then close fd */
+	bool abort;	  /* last job of a file the reader gave up on: close only */
+	off_t offset;	  /* of the content */
+	off_t truncate;	  /* last job: size to extend to (a final hole), or -1 */
 	bool do_chown, do_chmod;
 	uid_t uid;
 	gid_t gid;
@@ -329,6 +372,8 @@ typedef struct file_job {
 		void *value;
 		size_t size;
 	} *xattrs;
+	int src_fd;	/* >= 0: copy len bytes from src_fd at src_off */
+	off_t src_off;
 	char *path;
 	char *data;
 	size_t len;
@@ -337,7 +382,7 @@ typedef struct file_job {
 static void file_job_free(void *p)
 {
 	file_job *j = p;
-	if (j->fd >= 0)
+	if (j->last && j->fd >= 0)
 		close(j->fd);
 	for (size_t i = 0; i < j->n_xattrs; i++) {
 		free(j->xattrs[i].name);
@@ -353,42 +398,54 @@ static int job_fail(strata_error *err, int code, const char *path, const char *w
 	return error_setf(err, code, "entry \"%s\": %s: %s", error_quote(path, q, sizeof(q)), what, strerror(-code));
 }
 
-/* The inode work after the content: chown clears setuid bits and
- * security.capability, so chmod and xattrs come after it; times last. */
+/* chown clears setuid bits and security.capability, so chmod and xattrs
+ * come after it; times last. */
+static int file_job_finish(file_job *j, strata_error *err)
+{
+	if (j->truncate >= 0 && ftruncate(j->fd, j->truncate) < 0)
+		return job_fail(err, negerrno(), j->path, "truncate");
+	if (j->do_chown && fchown(j->fd, j->uid, j->gid) < 0)
+		return job_fail(err, negerrno(), j->path, "chown");
+	if (j->do_chmod && fchmod(j->fd, j->mode) < 0)
+		return job_fail(err, negerrno(), j->path, "chmod");
+	for (size_t i = 0; i < j->n_xattrs; i++)
+		if (fsetxattr(j->fd, j->xattrs[i].name, j->xattrs[i].value, j->xattrs[i].size, 0) < 0)
+			return job_fail(err, negerrno(), j->path, "set xattr");
+	if (futimens(j->fd, j->times) < 0)
+		return job_fail(err, negerrno(), j->path, "set times");
+	int fd = j->fd;
+	j->fd = -1;
+	return close(fd) < 0 ? job_fail(err, negerrno(), j->path, "close") : 0;
+}
+
 static int file_job_run(void *p, strata_error *err)
 {
 	file_job *j = p;
 	int r = 0;
-	for (size_t off = 0; off < j->len;) {
-		ssize_t w = pwrite(j->fd, j->data + off, j->len - off, (off_t)off);
+	for (size_t off = 0; off < j->len && j->src_fd >= 0;) {
+		loff_t in = j->src_off + (off_t)off, out = j->offset + (off_t)off;
+		ssize_t w = copy_file_range(j->src_fd, &in, j->fd, &out, j->len - off, 0);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0) {
+			r = w < 0 ? job_fail(err, negerrno(), j->path, "copy content")
+				  : job_fail(err, -EIO, j->path, "copy content: archive truncated");
+			break;
+		}
+		off += (size_t)w;
+	}
+	for (size_t off = 0; off < j->len && j->src_fd < 0;) {
+		ssize_t w = pwrite(j->fd, j->data + off, j->len - off, j->offset + (off_t)off);
 		if (w < 0 && errno == EINTR)
 			continue;
 		if (w < 0) {
 			r = job_fail(err, negerrno(), j->path, "write");
-			goto out;
+			break;
 		}
 		off += (size_t)w;
 	}
-	if (j->do_chown && fchown(j->fd, j->uid, j->gid) < 0) {
-		r = job_fail(err, negerrno(), j->path, "chown");
-		goto out;
-	}
-	if (j->do_chmod && fchmod(j->fd, j->mode) < 0) {
-		r = job_fail(err, negerrno(), j->path, "chmod");
-		goto out;
-	}
-	for (size_t i = 0; i < j->n_xattrs; i++)
-		if (fsetxattr(j->fd, j->xattrs[i].name, j->xattrs[i].value, j->xattrs[i].size, 0) < 0) {
-			r = job_fail(err, negerrno(), j->path, "set xattr");
-			goto out;
-		}
-	if (futimens(j->fd, j->times) < 0) {
-		r = job_fail(err, negerrno(), j->path, "set times");
-		goto out;
-	}
-	r = close(j->fd) < 0 ? job_fail(err, negerrno(), j->path, "close") : 0;
-	j->fd = -1;
-out:
+	if (r >= 0 && j->last && !j->abort)
+		r = file_job_finish(j, err);
 	file_job_free(j);
 	return r;
 }
@@ -432,49 +489,102 @@ static int create_file(extractor *x, int pfd, const char *name, const char *path
 	}
 }
 
-/* Small files: content read here, the rest done by a worker. */
-static int extract_small_file(extractor *x, struct archive_entry *e, int pfd, const char *name, const char *path,
-			      uid_t uid, gid_t gid, mode_t mode)
+static file_job *job_new(int fd, const char *path, size_t len)
 {
-	size_t len = (size_t)archive_entry_size(e), plen = strlen(path) + 1;
+	size_t plen = strlen(path) + 1;
 	file_job *j = malloc(sizeof(*j) + plen + len);
 	if (!j)
-		return -ENOMEM;
+		return NULL;
 	*j = (file_job){
-		.fd = -1,
-		.do_chown = uid != x->euid || gid != x->egid,
-		.do_chmod = needs_chmod(x, mode),
-		.uid = uid,
-		.gid = gid,
-		.mode = mode,
+		.fd = fd,
+		.truncate = -1,
+		.src_fd = -1,
 		.path = (char *)(j + 1),
 		.data = (char *)(j + 1) + plen,
 		.len = len,
 	};
 	memcpy(j->path, path, plen);
-	entry_times(e, j->times);
-	/* archive_read_data fills a sparse entry's holes with zeros. */
-	for (size_t got = 0; got < len;) {
-		la_ssize_t n = archive_read_data(x->a, j->data + got, len - got);
-		if (n <= 0) {
-			file_job_free(j);
-			return entry_fail(x, -EIO, "read content: %s",
-					  n < 0 ? archive_error_string(x->a) : "truncated archive");
-		}
-		got += (size_t)n;
-	}
-	x->progress.bytes += len;
-	x->size += len;
-	int r = job_copy_xattrs(j, e);
-	if (r >= 0)
-		r = j->fd = create_file(x, pfd, name, path, mode);
-	if (r < 0) {
-		file_job_free(j);
-		return r;
-	}
-	r = pool_submit(x->pool, j, sizeof(*j) + len);
+	return j;
+}
+
+static int job_submit(extractor *x, file_job *j)
+{
 	/* A worker's failure is reported, with its message, by pool_finish. */
+	int r = pool_submit(x->pool, j, sizeof(*j) + j->len);
 	return r < 0 ? r : 0;
+}
+
+/* The content, as jobs: a small file read whole (holes as zeros), a large
+ * one block by block.  Sets *ret_end to the end of the last block. */
+static int queue_content(extractor *x, struct archive_entry *e, int fd, const char *path, file_job **ret_small,
+			 off_t *ret_end)
+{
+	la_int64_t size = archive_entry_size(e);
+	if (x->input_fd >= 0 && size > 0 && archive_entry_sparse_count(e) == 0 &&
+	    archive_filter_code(x->a, 0) == ARCHIVE_FILTER_NONE) {
+		/* The header is consumed and the content not yet: the stream
+		 * position is where the content starts in the file.  libarchive
+		 * then skips it (by seeking) on the next header. */
+		file_job *j = job_new(fd, path, 0);
+		if (!j)
+			return -ENOMEM;
+		j->src_fd = x->input_fd;
+		j->src_off = x->input_start + (off_t)archive_filter_bytes(x->a, 0);
+		j->len = (size_t)size;
+		x->progress.bytes += (uint64_t)size;
+		*ret_small = j;
+		*ret_end = size;
+		return 0;
+	}
+	if (size <= SMALL_FILE_MAX) {
+		file_job *j = job_new(fd, path, (size_t)size);
+		if (!j)
+			return -ENOMEM;
+		for (size_t got = 0; got < j->len;) {
+			la_ssize_t n = archive_read_data(x->a, j->data + got, j->len - got);
+			if (n <= 0) {
+				free(j);
+				return entry_fail(x, -EIO, "read content: %s",
+						  n < 0 ? archive_error_string(x->a) : "truncated archive");
+			}
+			got += (size_t)n;
+		}
+		x->progress.bytes += (uint64_t)size;
+		*ret_small = j;
+		*ret_end = size;
+		return 0;
+	}
+	off_t end = 0;
+	for (;;) {
+		const void *buf;
+		size_t len;
+		la_int64_t off;
+		int r = archive_read_data_block(x->a, &buf, &len, &off);
+		if (r == ARCHIVE_EOF)
+			break;
+		if (r < ARCHIVE_WARN)
+			return entry_fail(x, -EIO, "read content: %s", archive_error_string(x->a));
+		if (off < 0 || off + (la_int64_t)len > size)
+			return entry_fail(x, -EINVAL, "content outside the declared size");
+		if (len == 0)
+			continue;
+		file_job *j = job_new(fd, path, len);
+		if (!j)
+			return -ENOMEM;
+		memcpy(j->data, buf, len);
+		j->offset = off;
+		r = job_submit(x, j);
+		if (r < 0)
+			return r;
+		if (off + (off_t)len > end)
+			end = off + (off_t)len;
+		x->progress.bytes += len;
+		if (x->o->progress)
+			x->o->progress(&x->progress, x->o->progress_data);
+	}
+	*ret_small = NULL;
+	*ret_end = end;
+	return 0;
 }
 
 static int extract_file(extractor *x, struct archive_entry *e, int pfd, const char *name, const char *path)
@@ -484,34 +594,42 @@ static int extract_file(extractor *x, struct archive_entry *e, int pfd, const ch
 	int r = map_owner(x, e, &uid, &gid);
 	if (r < 0)
 		return r;
-	if (archive_entry_size(e) < 0)
+	la_int64_t size = archive_entry_size(e);
+	if (size < 0)
 		return entry_fail(x, -EINVAL, "negative size");
 	mode_t mode = archive_entry_perm(e) & 07777;
-	if (x->pool && archive_entry_size(e) <= SMALL_FILE_MAX)
-		return extract_small_file(x, e, pfd, name, path, uid, gid, mode);
-
-	_cleanup_close_ int fd = create_file(x, pfd, name, path, mode);
+	int fd = create_file(x, pfd, name, path, mode);
 	if (fd < 0)
 		return fd;
-	r = write_data(x, fd, e, path);
-	if (r < 0)
-		return r;
-	/* chown clears setuid bits and security.capability: chmod and
-	 * xattrs come after it. */
-	if ((uid != x->euid || gid != x->egid) && fchown(fd, uid, gid) < 0)
-		return entry_syserr(x, negerrno(), "chown", path);
-	if (needs_chmod(x, mode) && fchmod(fd, mode) < 0)
-		return entry_syserr(x, negerrno(), "chmod", path);
-	r = set_xattrs(x, e, fd, -1, NULL, path);
-	if (r < 0)
-		return r;
-	struct timespec times[2];
-	entry_times(e, times);
-	if (futimens(fd, times) < 0)
-		return entry_syserr(x, negerrno(), "set times of", path);
-	if (close(TAKE_FD(fd)) < 0)
-		return entry_syserr(x, negerrno(), "close", path);
-	return 0;
+
+	file_job *small = NULL;
+	off_t end = 0;
+	r = queue_content(x, e, fd, path, &small, &end);
+	/* The fd now belongs to the file's last job, whatever happened: the
+	 * worker may still hold earlier blocks of it. */
+	file_job *j = small ? small : job_new(fd, path, 0);
+	if (!j) {
+		pool_finish(TAKE_PTR(x->pool), NULL);
+		close(fd);
+		return -ENOMEM;
+	}
+	j->last = true;
+	j->abort = r < 0;
+	if (r >= 0) {
+		j->truncate = size > end ? size : -1;
+		j->do_chown = uid != x->euid || gid != x->egid;
+		j->do_chmod = needs_chmod(x, mode);
+		j->uid = uid;
+		j->gid = gid;
+		j->mode = mode;
+		entry_times(e, j->times);
+		r = job_copy_xattrs(j, e);
+		j->abort = r < 0;
+		x->size += (uint64_t)size;
+		flusher_add(&x->flush, (uint64_t)size);
+	}
+	int q = job_submit(x, j);
+	return r < 0 ? r : q;
 }
 
 static int extract_dir(extractor *x, struct archive_entry *e, int pfd, const char *name, const char *path)
@@ -769,7 +887,15 @@ static int extract_entry(extractor *x, struct archive_entry *e)
 
 int tar_extract(struct archive *a, int root_fd, const tar_opts *o, uint64_t *ret_size, strata_error *err)
 {
+	return tar_extract_file(a, -1, 0, root_fd, o, ret_size, err);
+}
+
+int tar_extract_file(struct archive *a, int input_fd, off_t input_start, int root_fd, const tar_opts *o,
+		     uint64_t *ret_size, strata_error *err)
+{
 	extractor x = {
+		.input_fd = input_fd,
+		.input_start = input_start,
 		.a = a,
 		.root_fd = root_fd,
 		.o = o,
@@ -783,6 +909,8 @@ int tar_extract(struct archive *a, int root_fd, const tar_opts *o, uint64_t *ret
 	int r = pool_new(APPLY_WORKERS, APPLY_QUEUE_JOBS, APPLY_QUEUE_BYTES, file_job_run, file_job_free, &x.pool);
 	if (r < 0)
 		return error_set(err, r, "start apply workers");
+	if (o->flags & TAR_EARLY_WRITEBACK)
+		flusher_start(&x.flush, root_fd);
 	for (;;) {
 		struct archive_entry *e;
 		int ar = archive_read_next_header(a, &e);
@@ -828,6 +956,7 @@ int tar_extract(struct archive *a, int root_fd, const tar_opts *o, uint64_t *ret
 		o->progress(&x.progress, o->progress_data);
 	*ret_size = x.size;
 out:
+	flusher_stop(&x.flush);
 	if (x.pool) {
 		/* Stopped early: a worker's error explains more than ours. */
 		strata_error werr = {0};

@@ -33,9 +33,12 @@ int idmap_to_host(const idmap *m, uint32_t id, uint32_t *ret);
 int idmap_to_container(const idmap *m, uint32_t id, uint32_t *ret);
 
 /* ---- shared by apply and export ---- */
+/* apply: the caller syncs the tree when done; start writeback early. */
+#define TAR_EARLY_WRITEBACK (1u << 16)
+
 typedef struct tar_opts {
 	const idmap *uids, *gids;
-	unsigned flags; /* STRATA_TAR_* */
+	unsigned flags; /* STRATA_TAR_*, TAR_EARLY_WRITEBACK */
 	strata_progress_fn progress;
 	void *progress_data;
 } tar_opts;
@@ -72,6 +75,13 @@ int tar_clean_name(const char *name, char **ret_path, const char **ret_why);
  * to delete; err names the entry.
  */
 int tar_extract(struct archive *a, int root_fd, const tar_opts *o, uint64_t *ret_size, strata_error *err);
+
+/* Same, when the archive reads a plain file: `input_fd` at `input_start`
+ * (its offset when the reader was opened).  Content of an uncompressed
+ * tar is then copied inside the kernel (copy_file_range), never through
+ * user memory. */
+int tar_extract_file(struct archive *a, int input_fd, off_t input_start, int root_fd, const tar_opts *o,
+		     uint64_t *ret_size, strata_error *err);
 
 /* A reader for layer tars on fd: any of the supported compressions. */
 int tar_reader_open_fd(int fd, struct archive **ret, strata_error *err);
