@@ -224,7 +224,8 @@ const cli_command cmd_size = {
 
 static void print_changes(const strata_change_list *l, bool json)
 {
-	static const char kinds[] = {[STRATA_CHANGE_MODIFY] = 'C', [STRATA_CHANGE_ADD] = 'A', [STRATA_CHANGE_DELETE] = 'D'};
+	static const char kinds[] = {
+		[STRATA_CHANGE_MODIFY] = 'C', [STRATA_CHANGE_ADD] = 'A', [STRATA_CHANGE_DELETE] = 'D'};
 	if (!json) {
 		for (size_t i = 0; i < l->n; i++)
 			printf("%c %s\n", kinds[l->items[i].kind], l->items[i].path);
@@ -233,7 +234,8 @@ static void print_changes(const strata_change_list *l, bool json)
 	/* Docker's own shape: [{"Path": ..., "Kind": 0|1|2}]. */
 	json_t *a = json_array();
 	for (size_t i = 0; a && i < l->n; i++)
-		json_array_append_new(a, json_pack("{s:s,s:i}", "Path", l->items[i].path, "Kind", (int)l->items[i].kind));
+		json_array_append_new(a,
+				      json_pack("{s:s,s:i}", "Path", l->items[i].path, "Kind", (int)l->items[i].kind));
 	char *s = a ? json_dumps(a, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
 	if (s)
 		puts(s);

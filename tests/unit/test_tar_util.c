@@ -21,9 +21,9 @@ static void clean_names(void **state)
 	static const struct {
 		const char *in, *out;
 	} ok[] = {
-		{"a", "a"},	    {"./a", "a"},	  {"a/", "a"},	       {"./a/./b/", "a/b"}, {"a//b", "a/b"},
-		{".", ""},	    {"./", ""},		  {".wh.x", ".wh.x"}, {"...", "..."},	    {"a/..b", "a/..b"},
-		{"..a/b", "..a/b"}, {"a/b/c/d", "a/b/c/d"},
+		{"a", "a"},	 {"./a", "a"},	     {"a/", "a"},	 {"./a/./b/", "a/b"},
+		{"a//b", "a/b"}, {".", ""},	     {"./", ""},	 {".wh.x", ".wh.x"},
+		{"...", "..."},	 {"a/..b", "a/..b"}, {"..a/b", "..a/b"}, {"a/b/c/d", "a/b/c/d"},
 	};
 	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
 		char *out = NULL;
@@ -32,7 +32,8 @@ static void clean_names(void **state)
 		assert_string_equal(out, ok[i].out);
 		free(out);
 	}
-	static const char *const bad[] = {"", "/", "/etc/passwd", "..", "../a", "a/..", "a/../b", "./..", "a/b/../../..", NULL};
+	static const char *const bad[] = {"",	  "/",	    "/etc/passwd", "..",	   "../a",
+					  "a/..", "a/../b", "./..",	   "a/b/../../..", NULL};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		char *out = NULL;
 		const char *why = NULL;
@@ -75,8 +76,17 @@ static void idmaps(void **state)
 	assert_int_equal(v, 65535);
 	assert_int_equal(idmap_to_container(&m, 0, &v), -ERANGE);
 
-	static const char *const bad[] = {"", "1", "1:2", "1:2:0", "a:b:c", "1:2:3:4", "-1:2:3", "1:2:3x",
-					  "4294967295:0:2", "0:4294967295:2", "99999999999:0:1",
+	static const char *const bad[] = {"",
+					  "1",
+					  "1:2",
+					  "1:2:0",
+					  "a:b:c",
+					  "1:2:3:4",
+					  "-1:2:3",
+					  "1:2:3x",
+					  "4294967295:0:2",
+					  "0:4294967295:2",
+					  "99999999999:0:1",
 					  "1000:200000:1",  /* container side overlaps 0:100000:65536 */
 					  "70000:100001:5", /* host side overlaps */
 					  NULL};
@@ -170,9 +180,12 @@ static void pool_reports_first_error(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(clean_names),	       cmocka_unit_test(xattr_filter),
-		cmocka_unit_test(idmaps),	       cmocka_unit_test(inode_sets),
-		cmocka_unit_test(pool_runs_everything), cmocka_unit_test(pool_reports_first_error),
+		cmocka_unit_test(clean_names),
+		cmocka_unit_test(xattr_filter),
+		cmocka_unit_test(idmaps),
+		cmocka_unit_test(inode_sets),
+		cmocka_unit_test(pool_runs_everything),
+		cmocka_unit_test(pool_reports_first_error),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -357,10 +357,10 @@ static int set_xattrs(extractor *x, struct archive_entry *e, int fd, int pfd, co
  */
 typedef struct file_job {
 	int fd;
-	bool last;	  /* metadata, then close fd */
-	bool abort;	  /* last job of a file the reader gave up on: close only */
-	off_t offset;	  /* of the content */
-	off_t truncate;	  /* last job: size to extend to (a final hole), or -1 */
+	bool last;	/* metadata, then close fd */
+	bool abort;	/* last job of a file the reader gave up on: close only */
+	off_t offset;	/* of the content */
+	off_t truncate; /* last job: size to extend to (a final hole), or -1 */
 	bool do_chown, do_chmod;
 	uid_t uid;
 	gid_t gid;
@@ -371,8 +371,8 @@ typedef struct file_job {
 		char *name;
 		void *value;
 		size_t size;
-	} *xattrs;
-	int src_fd;	/* >= 0: copy len bytes from src_fd at src_off */
+	} * xattrs;
+	int src_fd; /* >= 0: copy len bytes from src_fd at src_off */
 	off_t src_off;
 	char *path;
 	char *data;
@@ -766,8 +766,9 @@ static int extract_special(extractor *x, struct archive_entry *e, int pfd, const
 		if (x->o->flags & STRATA_TAR_NO_DEVICES)
 			return entry_fail(x, -EPERM, "device nodes are not allowed here");
 		if (type == AE_IFCHR && archive_entry_rdev(e) == 0)
-			return entry_fail(x, -EINVAL,
-					  "a character device 0/0 is overlay's own whiteout; layer tars say .wh.<name>");
+			return entry_fail(
+				x, -EINVAL,
+				"a character device 0/0 is overlay's own whiteout; layer tars say .wh.<name>");
 	}
 	for (int attempt = 0;; attempt++) {
 		int q = target ? symlinkat(target, pfd, name)

@@ -284,8 +284,7 @@ static int lookup_below(layer_cmp *c, const stack *below, const char *rel, struc
 
 static int lower_is_opaque(layer_cmp *c, size_t layer, const char *rel, bool *ret)
 {
-	_cleanup_close_ int fd =
-		openat(c->lower_fds[layer], rel, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	_cleanup_close_ int fd = openat(c->lower_fds[layer], rel, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
 		return error_set(c->err, negerrno(), "open parent layer's \"/%s\"", QUOTE(rel));
 	*ret = is_opaque_fd(fd);
@@ -403,8 +402,8 @@ static int merged_listing(layer_cmp *c, const stack *below, const char *rel, cha
 static int walk_layer(layer_cmp *c, int upper_fd, const char *path, const stack *below, bool replaced,
 		      size_t *ret_count);
 
-static int layer_entry(layer_cmp *c, int upper_fd, const char *name, const char *rel, const stack *below,
-		       bool replaced, size_t *count)
+static int layer_entry(layer_cmp *c, int upper_fd, const char *name, const char *rel, const stack *below, bool replaced,
+		       size_t *count)
 {
 	struct stat st, lst;
 	if (fstatat(upper_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)

@@ -125,7 +125,8 @@ static int add_xattrs(tar_writer *w, struct archive_entry *e, int fd, int dirfd,
 	char lpath[64 + NAME_MAX];
 	if (fd < 0)
 		snprintf(lpath, sizeof(lpath), "/proc/self/fd/%d/%s", dirfd, name);
-	ssize_t n = fd >= 0 ? flistxattr(fd, w->xattr_names, XATTR_LIST) : llistxattr(lpath, w->xattr_names, XATTR_LIST);
+	ssize_t n =
+		fd >= 0 ? flistxattr(fd, w->xattr_names, XATTR_LIST) : llistxattr(lpath, w->xattr_names, XATTR_LIST);
 	if (n < 0) {
 		if (errno == ENOTSUP || errno == ENODATA)
 			return 0;

@@ -38,7 +38,8 @@ int idmap_add(idmap *m, const char *spec, strata_error *err)
 	const char *p = spec;
 	if (parse_u32(p, &p, &r.container) < 0 || *p++ != ':' || parse_u32(p, &p, &r.host) < 0 || *p++ != ':' ||
 	    parse_u32(p, &p, &r.size) < 0 || *p != '\0' || r.size == 0)
-		return error_setf(err, -EINVAL, "id map \"%s\": expected CONTAINER:HOST:SIZE with SIZE > 0", QUOTE(spec));
+		return error_setf(err, -EINVAL, "id map \"%s\": expected CONTAINER:HOST:SIZE with SIZE > 0",
+				  QUOTE(spec));
 	if ((uint64_t)r.container + r.size > (uint64_t)UINT32_MAX + 1 ||
 	    (uint64_t)r.host + r.size > (uint64_t)UINT32_MAX + 1)
 		return error_setf(err, -ERANGE, "id map \"%s\": range goes past 4294967295", QUOTE(spec));

@@ -43,9 +43,9 @@ typedef struct tar_opts {
 	void *progress_data;
 } tar_opts;
 
-#define WHITEOUT_PREFIX	   ".wh."
-#define WHITEOUT_META	   ".wh..wh."
-#define WHITEOUT_OPAQUE	   ".wh..wh..opq"
+#define WHITEOUT_PREFIX	     ".wh."
+#define WHITEOUT_META	     ".wh..wh."
+#define WHITEOUT_OPAQUE	     ".wh..wh..opq"
 #define OVERLAY_OPAQUE_XATTR "trusted.overlay.opaque"
 
 /* Does an xattr travel in layer tars?  security.capability, user.* and
@@ -136,7 +136,7 @@ typedef struct inode_set {
 	struct inode_key {
 		dev_t dev;
 		ino_t ino;
-	} *keys;
+	} * keys;
 } inode_set;
 
 /* 1 if added, 0 if already there, -ENOMEM. */
