@@ -254,11 +254,21 @@ static int write_nondir(tar_writer *w, int dirfd, const char *name, const char *
 		goto out;
 
 	if (S_ISREG(st->st_mode)) {
-		fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NOATIME | O_CLOEXEC);
+		/* A running container may swap the file for a fifo (open would
+		 * block) or a device node (reading it would copy a host disk
+		 * into the tar): open without blocking, and read only the very
+		 * inode that was stat'ed as a regular file. */
+		fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOATIME | O_CLOEXEC);
 		if (fd < 0 && errno == EPERM)
-			fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+			fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 		if (fd < 0) {
 			r = error_set(err, negerrno(), "open \"%s\"", QUOTE(path));
+			goto out;
+		}
+		struct stat fst;
+		if (fstat(fd, &fst) < 0 || !S_ISREG(fst.st_mode) || fst.st_ino != st->st_ino ||
+		    fst.st_dev != st->st_dev) {
+			r = error_setf(err, -EAGAIN, "\"%s\" changed while it was being read", QUOTE(path));
 			goto out;
 		}
 		r = add_sparse_map(e, fd, st);
