@@ -562,7 +562,7 @@ static int queue_content(extractor *x, struct archive_entry *e, int fd, const ch
 		int r = archive_read_data_block(x->a, &buf, &len, &off);
 		if (r == ARCHIVE_EOF)
 			break;
-		if (r < ARCHIVE_WARN)
+		if (r != ARCHIVE_OK && r != ARCHIVE_WARN)
 			return entry_fail(x, -EIO, "read content: %s", archive_error_string(x->a));
 		if (off < 0 || off + (la_int64_t)len > size)
 			return entry_fail(x, -EINVAL, "content outside the declared size");
@@ -917,7 +917,7 @@ int tar_extract_file(struct archive *a, int input_fd, off_t input_start, int roo
 		int ar = archive_read_next_header(a, &e);
 		if (ar == ARCHIVE_EOF)
 			break;
-		if (ar < ARCHIVE_WARN) {
+		if (ar != ARCHIVE_OK && ar != ARCHIVE_WARN) { /* RETRY too: a damaged header */
 			char q[256];
 			if (last)
 				r = error_setf(err, -EINVAL, "tar after entry \"%s\": %s",

@@ -232,7 +232,8 @@ static int write_content(tar_writer *w, int fd, off_t size, const char *path, st
 
 static int write_entry_header(tar_writer *w, struct archive_entry *e, const char *path, strata_error *err)
 {
-	if (archive_write_header(w->a, e) < ARCHIVE_WARN)
+	int ar = archive_write_header(w->a, e);
+	if (ar != ARCHIVE_OK && ar != ARCHIVE_WARN)
 		return archive_fail(w, path, err);
 	w->progress.entries++;
 	if (w->o->progress)
