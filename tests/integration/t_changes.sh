@@ -35,6 +35,7 @@ done
 st create C L3
 p=$(st mount C)
 if [ -n "$p" ] && out=$(
+	exec 2>&1
 	set -e
 	umask 022
 	cd "$p"
@@ -53,7 +54,7 @@ if [ -n "$p" ] && out=$(
 	touch bin/tmpx && rm bin/tmpx                  # nothing: bin copied up, unchanged
 	rm -r re && mkdir re && echo fresh >re/fresh   # an opaque dir in the upper
 	rm repl && echo again >repl                    # whiteout replaced by a file
-	2>&1); then
+); then
 	pass "container-style changes through the mounted union"
 else
 	fail "container-style changes through the mounted union" "$out"
@@ -119,13 +120,14 @@ for id in L1 L2 L3 C; do
 	# gives the same merged view.
 	for how in naive fast; do
 		[ "$how" == fast ] && [ "$id" != C ] && continue
-		flag=$([ "$how" == naive ] && echo --naive)
+		flag=()
+		[ "$how" == naive ] && flag=(--naive)
 		copy=$id-$how
-		if ! st diff $flag "$id" -o "$W/$copy.tar" 2>"$W/err"; then
-			fail "$id: diff $flag" "$(cat "$W/err")"
+		if ! st diff "${flag[@]}" "$id" -o "$W/$copy.tar" 2>"$W/err"; then
+			fail "$id: diff ${flag[*]}" "$(cat "$W/err")"
 			continue
 		fi
-		st create "$copy" $parent
+		st create "$copy" ${parent:+"$parent"}
 		check "$id: apply the $how diff into $copy on ${parent:-nothing}" st apply --quiet "$copy" -i "$W/$copy.tar"
 		a=$(st mount "$id")
 		b=$(st mount "$copy")

@@ -32,8 +32,10 @@ minbase_tar() {
 			exit 1
 		fi
 		unmount_under "$dir"
-		"${GTAR[@]}" -C "$dir" -cf "$CACHE.tmp.$$" . &&
-			mv "$CACHE.tmp.$$" "$CACHE" || { rm -f "$CACHE.tmp.$$"; exit 1; }
+		if ! "${GTAR[@]}" -C "$dir" -cf "$CACHE.tmp.$$" . || ! mv "$CACHE.tmp.$$" "$CACHE"; then
+			rm -f "$CACHE.tmp.$$"
+			exit 1
+		fi
 		rm -rf "$dir"
 	) 9>"$CACHE_DIR/.lock"
 }
@@ -54,7 +56,7 @@ busybox_rootfs() {
 	mknod -m 666 "$d/dev/null" c 1 3 && mknod -m 666 "$d/dev/zero" c 1 5 &&
 		mknod -m 600 "$d/dev/console" c 5 1 && mknod -m 660 "$d/dev/loop0" b 7 0 || return 1
 	cp "$d/bin/busybox" "$d/usr/bin/passwd" && chmod 4755 "$d/usr/bin/passwd" &&
-		ln "$d/usr/bin/passwd" "$d/usr/bin/chage" && ln "$d/usr/bin/passwd" "$d/bin/su"
+		ln "$d/usr/bin/passwd" "$d/usr/bin/chage" && ln -f "$d/usr/bin/passwd" "$d/bin/su"
 }
 
 # Entries a root filesystem may lack, appended under ./strata-extras.
@@ -147,10 +149,10 @@ tarcmp() {
 	fi
 }
 
-# apply_ok DESC ID [apply args...]: apply succeeds, prints $SIZE, stderr empty.
+# apply_ok DESC STRATA-ARGS...: apply succeeds, prints $SIZE, stderr empty.
 apply_ok() {
-	local desc=$1 id=$2 out rc
-	shift 2
+	local desc=$1 out rc
+	shift
 	out=$(st "$@" 2>"$W/apply.err")
 	rc=$?
 	if [ "$rc" -ne 0 ]; then
@@ -164,14 +166,17 @@ apply_ok() {
 cap_hex() { getfattr -e hex -n security.capability "$1" 2>/dev/null | sed -n 's/^security.capability=//p'; }
 
 diff_dir_layers_only() {
-	local extra
-	extra=$(ls -A "$R/diff" | grep -Fxv -f <(ls "$R/layers") || true)
+	local d extra=""
+	for d in "$R"/diff/* "$R"/diff/.[!.]*; do
+		[ -e "$d" ] || continue
+		[ -e "$R/layers/${d##*/}" ] || extra+="${d##*/} "
+	done
 	is "$1: ROOT/diff holds only layer dirs" "$extra" ""
 }
 
 # ---- apply and export --------------------------------------------------------
 st create base
-apply_ok "apply base -i rootfs.tar" base apply base -i "$ROOTFS"
+apply_ok "apply base -i rootfs.tar" apply base -i "$ROOTFS"
 check "diff base -o out.tar" st diff base -o "$W/out.tar"
 tarcmp "exported tar matches the original entry by entry" "$ROOTFS" "$W/out.tar"
 out=$(python3 "$TARCHAIN" order "$W/out.tar" 2>&1)
@@ -198,7 +203,7 @@ rm -f "$W/stdout.tar"
 
 # ---- deterministic: apply the export, export again ---------------------------
 st create again
-apply_ok "apply out.tar into a second layer" again apply again -i "$W/out.tar"
+apply_ok "apply out.tar into a second layer" apply again -i "$W/out.tar"
 check "diff again -o out2.tar" st diff again -o "$W/out2.tar"
 check "re-export is byte-identical" cmp "$W/out.tar" "$W/out2.tar"
 rm -f "$W/out2.tar"
@@ -212,9 +217,9 @@ BG_PIDS=()
 for z in gz zst xz; do
 	st create "$z"
 	if [ "$z" == zst ]; then
-		apply_ok "apply $z from stdin" "$z" apply "$z" <"$W/rootfs.tar.$z"
+		apply_ok "apply $z from stdin" apply "$z" <"$W/rootfs.tar.$z"
 	else
-		apply_ok "apply $z -i" "$z" apply "$z" -i "$W/rootfs.tar.$z"
+		apply_ok "apply $z -i" apply "$z" -i "$W/rootfs.tar.$z"
 	fi
 	st diff "$z" -o "$W/$z.tar"
 	check "$z: the layer exports the same bytes as the plain tar's" cmp "$W/out.tar" "$W/$z.tar"
@@ -225,7 +230,7 @@ done
 # ---- uid/gid maps ------------------------------------------------------------
 MAP=(-o uidmap=0:100000:65536 -o gidmap=0:100000:65536)
 st create mapped
-apply_ok "apply with uidmap/gidmap 0:100000:65536" mapped "${MAP[@]}" apply mapped -i "$ROOTFS"
+apply_ok "apply with uidmap/gidmap 0:100000:65536" "${MAP[@]}" apply mapped -i "$ROOTFS"
 is "mapped: root-owned file is 100000:100000" "$(stat -c '%u:%g' "$R/diff/mapped/etc/passwd")" 100000:100000
 is "mapped: root:shadow is 100000:100042" "$(stat -c '%u:%g' "$R/diff/mapped/etc/shadow")" 100000:100042
 is "mapped: 1000:1000 is 101000:101000" "$(stat -c '%u:%g' "$R/diff/mapped/strata-extras/owned")" 101000:101000

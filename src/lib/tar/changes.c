@@ -94,12 +94,6 @@ static int join(const char *dir, const char *name, char **ret)
 	return asprintf(ret, "%s%s%s", dir, *dir ? "/" : "", name) < 0 ? -ENOMEM : 0;
 }
 
-static bool is_opaque_fd(int fd)
-{
-	char v[2];
-	return fgetxattr(fd, OVERLAY_OPAQUE_XATTR, v, sizeof(v)) == 1 && v[0] == 'y';
-}
-
 /* ---------------- tree comparison ---------------- */
 
 typedef struct capability {
@@ -287,7 +281,7 @@ static int lower_is_opaque(layer_cmp *c, size_t layer, const char *rel, bool *re
 	_cleanup_close_ int fd = openat(c->lower_fds[layer], rel, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
 		return error_set(c->err, negerrno(), "open parent layer's \"/%s\"", QUOTE(rel));
-	*ret = is_opaque_fd(fd);
+	*ret = tar_is_opaque(fd);
 	return 0;
 }
 
@@ -455,7 +449,7 @@ static int layer_entry(layer_cmp *c, int upper_fd, const char *name, const char 
 	/* Below an opaque dir overlay looks at no lower layer, so its subdirs
 	 * replace theirs as well. */
 	size_t sub = 0;
-	r = walk_layer(c, fd, rel, &child, replaced || is_opaque_fd(fd), &sub);
+	r = walk_layer(c, fd, rel, &child, replaced || tar_is_opaque(fd), &sub);
 	free(child.layer);
 	if (r < 0)
 		return r;
@@ -521,11 +515,11 @@ int changes_layer(int upper_fd, const int *lower_fds, size_t n_lowers, change_li
 	/* The layer roots merge like any dir. */
 	for (size_t i = 0; i < n_lowers; i++) {
 		root.layer[root.n++] = i;
-		if (is_opaque_fd(lower_fds[i]))
+		if (tar_is_opaque(lower_fds[i]))
 			break;
 	}
 	size_t count = 0;
-	int r = walk_layer(&c, upper_fd, "", &root, is_opaque_fd(upper_fd), &count);
+	int r = walk_layer(&c, upper_fd, "", &root, tar_is_opaque(upper_fd), &count);
 	free(root.layer);
 	if (r < 0)
 		return r;

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/xattr.h>
 
 #include "tar/tar.h"
 #include "util/banned.h"
@@ -13,6 +14,12 @@ bool tar_xattr_kept(const char *name)
 	if (!strncmp(name, "trusted.overlay.", 16))
 		return false;
 	return !strncmp(name, "user.", 5) || !strncmp(name, "trusted.", 8) || !strcmp(name, "security.capability");
+}
+
+bool tar_is_opaque(int dirfd)
+{
+	char v[2];
+	return fgetxattr(dirfd, OVERLAY_OPAQUE_XATTR, v, sizeof(v)) == 1 && v[0] == 'y';
 }
 
 /* Lexical cleaning only rejects what can never be valid; whether a path

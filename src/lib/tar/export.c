@@ -354,13 +354,6 @@ static int cmp_names(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-static int is_opaque(int fd)
-{
-	char v[2];
-	ssize_t n = fgetxattr(fd, OVERLAY_OPAQUE_XATTR, v, sizeof(v));
-	return n == 1 && v[0] == 'y';
-}
-
 /* Depth-first in name order; one fd per level of the current path. */
 static int walk(tar_writer *w, int dirfd, strbuf *path, strata_error *err)
 {
@@ -401,7 +394,7 @@ static int walk(tar_writer *w, int dirfd, strbuf *path, strata_error *err)
 		r = write_dir(w, fd, path->buf, &st, err);
 		if (r < 0)
 			return r;
-		if (is_opaque(fd)) {
+		if (tar_is_opaque(fd)) {
 			r = write_marker(w, path->buf, WHITEOUT_OPAQUE, "", &st, err);
 			if (r < 0)
 				return r;
@@ -420,7 +413,7 @@ int tar_write_layer(tar_writer *w, int root_fd, strata_error *err)
 {
 	/* The root dir itself is not an entry (Docker's layers have none),
 	 * but an opaque root is. */
-	if (is_opaque(root_fd)) {
+	if (tar_is_opaque(root_fd)) {
 		struct stat st;
 		if (fstat(root_fd, &st) < 0)
 			return error_set(err, negerrno(), "stat layer root");

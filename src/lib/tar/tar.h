@@ -52,6 +52,9 @@ typedef struct tar_opts {
  * trusted.* except overlay's own bookkeeping (trusted.overlay.*). */
 bool tar_xattr_kept(const char *name);
 
+/* Is the directory marked opaque (trusted.overlay.opaque=y)? */
+bool tar_is_opaque(int dirfd);
+
 /* Overlay's whiteout: a character device 0/0. */
 static inline bool tar_is_whiteout(const struct stat *st)
 {
