@@ -136,6 +136,8 @@ typedef struct extractor {
 	mode_t umask;
 	uid_t euid;
 	gid_t egid;
+	uid_t root_uid; /* the container's root on the host */
+	gid_t root_gid;
 	char *parent_path; /* the open parent dir, relative ("" root) */
 	int parent_fd;
 	dir_fixup *dirs;
@@ -145,6 +147,7 @@ typedef struct extractor {
 	work_pool *pool;
 	flusher flush;
 	int input_fd;	   /* >= 0: an uncompressed tar in a plain file */
+	int64_t copy_end;  /* stream offset where the next header must start, or -1 */
 	off_t input_start; /* its offset at the start of the stream */
 } extractor;
 
@@ -231,6 +234,12 @@ static int make_parents(extractor *x, const char *dir)
 			if (mkdirat(fd, p, 0755) < 0 && errno != EEXIST)
 				return entry_syserr(x, negerrno(), "mkdir", copy);
 			next = openat(fd, p, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			/* Owned by the container's root, as if the tar had it. */
+			if (next >= 0 && (x->root_uid != x->euid || x->root_gid != x->egid) &&
+			    fchown(next, x->root_uid, x->root_gid) < 0) {
+				close(next);
+				return entry_syserr(x, negerrno(), "chown", copy);
+			}
 		}
 		if (next < 0)
 			return resolve_error(x, negerrno(), copy);
@@ -341,6 +350,10 @@ static int set_xattrs(extractor *x, struct archive_entry *e, int fd, int pfd, co
 				return -ENOMEM;
 			r = lsetxattr(lpath, key, value, size, 0);
 		}
+		/* The kernel takes no user.* xattrs on symlinks and devices;
+		 * Docker drops those too. */
+		if (r < 0 && fd < 0 && errno == EPERM && !strncmp(key, "user.", 5))
+			continue;
 		if (r < 0)
 			return entry_fail(x, negerrno(), "set xattr %s on \"%s\": %s", key, path, strerror(errno));
 	}
@@ -529,8 +542,13 @@ static int queue_content(extractor *x, struct archive_entry *e, int fd, const ch
 		if (!j)
 			return -ENOMEM;
 		j->src_fd = x->input_fd;
-		j->src_off = x->input_start + (off_t)archive_filter_bytes(x->a, 0);
+		int64_t start = archive_filter_bytes(x->a, 0);
+		j->src_off = x->input_start + (off_t)start;
 		j->len = (size_t)size;
+		/* Only if the entry really stores `size` bytes there (a sparse
+		 * map libarchive folded away would not): checked at the next
+		 * header, before the apply can succeed. */
+		x->copy_end = start + ((size + 511) & ~(int64_t)511);
 		x->progress.bytes += (uint64_t)size;
 		*ret_small = j;
 		*ret_end = size;
@@ -641,16 +659,16 @@ static int extract_dir(extractor *x, struct archive_entry *e, int pfd, const cha
 	f.mode = archive_entry_perm(e) & 07777;
 	entry_times(e, f.times);
 
-	if (*path) {
-		if (mkdirat(pfd, name, f.mode & 0777) < 0) {
-			if (errno != EEXIST)
-				return entry_syserr(x, negerrno(), "mkdir", path);
-			r = make_room(x, pfd, name, path, true);
-			if (r < 0)
-				return r;
-			if (r == 0 && mkdirat(pfd, name, f.mode & 0777) < 0)
-				return entry_syserr(x, negerrno(), "mkdir", path);
-		}
+	bool again = !*path; /* the root always exists */
+	if (*path && mkdirat(pfd, name, f.mode & 0777) < 0) {
+		if (errno != EEXIST)
+			return entry_syserr(x, negerrno(), "mkdir", path);
+		r = make_room(x, pfd, name, path, true);
+		if (r < 0)
+			return r;
+		again = r == 1;
+		if (r == 0 && mkdirat(pfd, name, f.mode & 0777) < 0)
+			return entry_syserr(x, negerrno(), "mkdir", path);
 	}
 	if (archive_entry_xattr_count(e) > 0) {
 		_cleanup_close_ int fd = *path ? openat(pfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
@@ -661,6 +679,13 @@ static int extract_dir(extractor *x, struct archive_entry *e, int pfd, const cha
 		if (r < 0)
 			return r;
 	}
+	/* A dir named again: the later entry's metadata wins, as for files. */
+	for (size_t i = x->n_dirs; again && i-- > 0;)
+		if (!strcmp(x->dirs[i].path, path)) {
+			f.path = x->dirs[i].path;
+			x->dirs[i] = f;
+			return 0;
+		}
 	if (x->n_dirs == x->alloc_dirs) {
 		size_t alloc = x->alloc_dirs ? 2 * x->alloc_dirs : 256;
 		dir_fixup *nd = realloc(x->dirs, alloc * sizeof(*nd));
@@ -846,6 +871,13 @@ static int extract_entry(extractor *x, struct archive_entry *e)
 			return entry_fail(x, -EINVAL, "the layer root must be a directory");
 		return extract_dir(x, e, x->root_fd, ".", "");
 	}
+	/* Overlay ignores an opaque mark on a layer root. */
+	if (dirlen == 0 && !strcmp(base, WHITEOUT_OPAQUE))
+		return 0;
+	/* A dir named .wh.* would become a whiteout or a marker on export. */
+	for (const char *c = path; c < path + dirlen; c = strchrnul(c, '/') + 1)
+		if (!strncmp(c, WHITEOUT_PREFIX, strlen(WHITEOUT_PREFIX)))
+			return entry_fail(x, -EINVAL, "a directory in its path is named %s*", WHITEOUT_PREFIX);
 
 	int pfd = -1;
 	r = open_parent(x, path, dirlen, &pfd);
@@ -886,6 +918,22 @@ static int extract_entry(extractor *x, struct archive_entry *e)
 	}
 }
 
+/* After an entry whose content went by copy_file_range: did the archive
+ * really hold that content where it was copied from?  (A header is read
+ * exactly where the padded content ends, or the end of the archive is.) */
+static int check_copied(extractor *x, const char *entry)
+{
+	if (x->copy_end < 0)
+		return 0;
+	int64_t at = archive_read_header_position(x->a), want = x->copy_end;
+	x->copy_end = -1;
+	if (at == want)
+		return 0;
+	char q[256];
+	return error_setf(x->err, -EINVAL, "entry \"%s\": its stored content does not match its size",
+			  error_quote(entry ? entry : "", q, sizeof(q)));
+}
+
 int tar_extract(struct archive *a, int root_fd, const tar_opts *o, uint64_t *ret_size, strata_error *err)
 {
 	return tar_extract_file(a, -1, 0, root_fd, o, ret_size, err);
@@ -897,6 +945,7 @@ int tar_extract_file(struct archive *a, int input_fd, off_t input_start, int roo
 	extractor x = {
 		.input_fd = input_fd,
 		.input_start = input_start,
+		.copy_end = -1,
 		.a = a,
 		.root_fd = root_fd,
 		.o = o,
@@ -906,6 +955,9 @@ int tar_extract_file(struct archive *a, int input_fd, off_t input_start, int roo
 		.egid = getegid(),
 		.parent_fd = -1,
 	};
+	uint32_t ru, rg;
+	x.root_uid = idmap_to_host(o->uids, 0, &ru) == 0 ? ru : x.euid;
+	x.root_gid = idmap_to_host(o->gids, 0, &rg) == 0 ? rg : x.egid;
 	_cleanup_free_ char *last = NULL;
 	int r = pool_new(APPLY_WORKERS, APPLY_QUEUE_JOBS, APPLY_QUEUE_BYTES, file_job_run, file_job_free, &x.pool);
 	if (r < 0)
@@ -915,6 +967,11 @@ int tar_extract_file(struct archive *a, int input_fd, off_t input_start, int roo
 	for (;;) {
 		struct archive_entry *e;
 		int ar = archive_read_next_header(a, &e);
+		if (ar == ARCHIVE_OK || ar == ARCHIVE_WARN || ar == ARCHIVE_EOF) {
+			r = check_copied(&x, last);
+			if (r < 0)
+				goto out;
+		}
 		if (ar == ARCHIVE_EOF)
 			break;
 		if (ar != ARCHIVE_OK && ar != ARCHIVE_WARN) { /* RETRY too: a damaged header */

@@ -136,11 +136,9 @@ static int compare_dirs(tree_cmp *c, int old_fd, int new_fd, const char *path, s
 /* A new entry `name` (in new_fd) against old_fd's `name` (old_fd -1 or
  * old_st NULL: absent). */
 static int compare_entry(tree_cmp *c, int old_fd, const struct stat *old_st, int new_fd, const char *name,
-			 const char *path, size_t *count)
+			 const struct stat *new_st, const char *path, size_t *count)
 {
-	struct stat nst;
-	if (fstatat(new_fd, name, &nst, AT_SYMLINK_NOFOLLOW) < 0)
-		return error_set(c->err, negerrno(), "stat \"/%s\"", QUOTE(path));
+	struct stat nst = *new_st;
 	bool reported = false;
 	int r;
 	if (!old_st) {
@@ -208,26 +206,32 @@ static int compare_dirs(tree_cmp *c, int old_fd, int new_fd, const char *path, s
 		r = join(path, name, &child);
 		if (r < 0)
 			return r;
-		if (cmp > 0) { /* only in the old tree */
+		/* A whiteout in a tree is nothing there: a parentless layer's
+		 * view is its raw diff dir, where overlay's markers remain. */
+		struct stat ost, nst;
+		bool have_old = false, have_new = false;
+		if (cmp >= 0) {
+			if (fstatat(old_fd, name, &ost, AT_SYMLINK_NOFOLLOW) < 0)
+				return error_set(c->err, negerrno(), "stat old \"/%s\"", QUOTE(child));
+			have_old = !tar_is_whiteout(&ost);
+			j++;
+		}
+		if (cmp <= 0) {
+			if (fstatat(new_fd, name, &nst, AT_SYMLINK_NOFOLLOW) < 0)
+				return error_set(c->err, negerrno(), "stat \"/%s\"", QUOTE(child));
+			have_new = !tar_is_whiteout(&nst);
+			i++;
+		}
+		if (have_old && !have_new) {
 			r = change_add(c->out, child, STRATA_CHANGE_DELETE);
 			if (r < 0)
 				return r;
 			count++;
-			j++;
-			continue;
+		} else if (have_new) {
+			r = compare_entry(c, old_fd, have_old ? &ost : NULL, new_fd, name, &nst, child, &count);
+			if (r < 0)
+				return r;
 		}
-		struct stat ost;
-		bool have_old = false;
-		if (cmp == 0) {
-			if (fstatat(old_fd, name, &ost, AT_SYMLINK_NOFOLLOW) < 0)
-				return error_set(c->err, negerrno(), "stat old \"/%s\"", QUOTE(child));
-			have_old = true;
-			j++;
-		}
-		r = compare_entry(c, old_fd, have_old ? &ost : NULL, new_fd, name, child, &count);
-		if (r < 0)
-			return r;
-		i++;
 	}
 	*ret_count = count;
 	return 0;
@@ -512,14 +516,11 @@ int changes_layer(int upper_fd, const int *lower_fds, size_t n_lowers, change_li
 	root.layer = malloc((n_lowers ? n_lowers : 1) * sizeof(size_t));
 	if (!root.layer)
 		return -ENOMEM;
-	/* The layer roots merge like any dir. */
-	for (size_t i = 0; i < n_lowers; i++) {
+	/* Layer roots always merge: overlay ignores an opaque mark there. */
+	for (size_t i = 0; i < n_lowers; i++)
 		root.layer[root.n++] = i;
-		if (tar_is_opaque(lower_fds[i]))
-			break;
-	}
 	size_t count = 0;
-	int r = walk_layer(&c, upper_fd, "", &root, tar_is_opaque(upper_fd), &count);
+	int r = walk_layer(&c, upper_fd, "", &root, false, &count);
 	free(root.layer);
 	if (r < 0)
 		return r;

@@ -291,7 +291,9 @@ static int write_nondir(tar_writer *w, int dirfd, const char *name, const char *
 	if (r < 0)
 		goto out;
 
-	if (st->st_nlink > 1) {
+	/* Hardlinked symlinks go as separate symlinks: apply (like Docker)
+	 * refuses a hardlink to a symlink. */
+	if (st->st_nlink > 1 && !S_ISLNK(st->st_mode)) {
 		archive_entry_linkify(w->links, &e, &spare);
 		if (archive_entry_hardlink(e))
 			archive_entry_sparse_clear(e);
@@ -412,15 +414,7 @@ static int walk(tar_writer *w, int dirfd, strbuf *path, strata_error *err)
 int tar_write_layer(tar_writer *w, int root_fd, strata_error *err)
 {
 	/* The root dir itself is not an entry (Docker's layers have none),
-	 * but an opaque root is. */
-	if (tar_is_opaque(root_fd)) {
-		struct stat st;
-		if (fstat(root_fd, &st) < 0)
-			return error_set(err, negerrno(), "stat layer root");
-		int r = write_marker(w, "", WHITEOUT_OPAQUE, "", &st, err);
-		if (r < 0)
-			return r;
-	}
+	 * nor is an opaque mark on it (overlay ignores it). */
 	strbuf path = {0};
 	if (strbuf_append(&path, "", 0) < 0)
 		return -ENOMEM;
