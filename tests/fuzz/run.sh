@@ -13,7 +13,7 @@ n=0
 mkdir -p "$WORK/corpus" "$WORK/seeds" "$WORK/artifacts"
 python3 "$HERE/../corpus/make_corpus.py" "$WORK/gen" >/dev/null 2>&1 || true
 find "$WORK/gen" "$HERE/regressions" -type f \( -name '*.tar*' -o -name 'crash-*' -o -name '*.bin' \) \
-	-size -1M -exec cp {} "$WORK/seeds/" \; 2>/dev/null
+	-size -1024k -exec cp {} "$WORK/seeds/" \; 2>/dev/null
 seeds=$(find "$WORK/seeds" -type f | wc -l)
 
 n=$((n + 1))
