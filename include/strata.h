@@ -150,7 +150,7 @@ typedef struct strata_tar_options {
  * Extracts the layer tar read from `fd` (plain, gzip, zstd or xz) into the
  * layer's diff dir, converting .wh. whiteouts and opaque markers to
  * overlay's form and shifting owners through the driver's id maps.  The
- * layer must exist, be unmounted and be empty.  `parent` (NULL: not
+ * layer must exist, be unmounted, be empty and have no child.  `parent` (NULL: not
  * checked) must be the layer's direct parent.  The tar is extracted into a
  * staging dir that replaces the diff dir only when complete: a failed or
  * interrupted apply leaves the layer as it was.  A hostile entry is

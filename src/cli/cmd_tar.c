@@ -92,7 +92,7 @@ const cli_command cmd_apply = {
 	.summary = "extract a layer tar (stdin or FILE) into layer ID; print its size",
 	.help = "The tar may be plain, gzip, zstd or xz.  .wh. whiteouts and opaque markers\n"
 		"become overlay's own; owners shift through the uidmap/gidmap driver options.\n"
-		"The layer must be empty and unmounted; a failed apply leaves it untouched.\n"
+		"The layer must be empty, unmounted and childless; a failed apply leaves it as it was.\n"
 		"--no-devices refuses device nodes.  PARENT, when given, must be the layer's\n"
 		"parent.  On a terminal a progress line is drawn on stderr (not with --quiet).",
 	.run = run_apply,

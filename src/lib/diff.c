@@ -103,6 +103,15 @@ static int apply_layer(strata_driver *d, const char *id, const char *parent, int
 	if (count > 0 || mounted > 0)
 		return error_setf(err, -EBUSY, "the layer is in use (mounted or held by get); put it first");
 
+	/* Layers on top were made over the old content. */
+	_cleanup_free_ char *child = NULL;
+	r = layer_find_child(d, id, &child);
+	if (r < 0)
+		return error_set(err, r, "read %s/layers", s->root);
+	if (r > 0)
+		return error_setf(err, -EBUSY, "the layer is the parent of %s; apply before creating layers on it",
+				  child);
+
 	_cleanup_close_ int dfd = openat(s->diff_fd, id, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (dfd < 0)
 		return error_set(err, negerrno(), "open %s/diff/%s", s->root, id);

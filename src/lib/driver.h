@@ -24,6 +24,11 @@ struct strata_driver {
  * (layers/<id>-removing).  Caller holds the id's lock. */
 int layer_scrub(strata_driver *d, const char *id, strata_error *err);
 
+/* The first layer naming `id` as its direct parent: 1 and its id in
+ * *ret_child (caller frees), or 0.  Caller holds the id's lock (a create
+ * on top of id takes it too, so no child appears meanwhile). */
+int layer_find_child(strata_driver *d, const char *id, char **ret_child);
+
 /* Unmounts mnt/<id> if something is mounted there. */
 int layer_unmount(strata_driver *d, const char *id, strata_error *err);
 

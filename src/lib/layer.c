@@ -214,14 +214,14 @@ int strata_create_rw(strata_driver *d, const char *id, const char *parent, const
 }
 
 /*
- * The first layer naming `id` as its direct parent, if any.  Only first
- * lines matter: a chain naming id further down also has a direct child of
- * id naming it first.  Fails closed: a chain file that cannot be read is an
- * error, never "no child", or a parent could be removed under its child.
- * The scan costs one small read per layer in the store; a reverse index
- * would be cheaper but is one more thing a crash could leave inconsistent.
+ * Only first lines matter: a chain naming id further down also has a
+ * direct child of id naming it first.  Fails closed: a chain file that
+ * cannot be read is an error, never "no child", or a parent could be
+ * removed under its child.  The scan costs one small read per layer in the
+ * store; a reverse index would be cheaper but is one more thing a crash
+ * could leave inconsistent.
  */
-static int find_child(strata_driver *d, const char *id, char **ret_child)
+int layer_find_child(strata_driver *d, const char *id, char **ret_child)
 {
 	_cleanup_strv_free_ char **names = NULL;
 	int r = fs_list_dir(d->store->layers_fd, &names);
@@ -279,7 +279,7 @@ static int remove_layer(strata_driver *d, const char *id, strata_error *err)
 	}
 
 	_cleanup_free_ char *child = NULL;
-	r = find_child(d, id, &child);
+	r = layer_find_child(d, id, &child);
 	if (r < 0)
 		return error_set(err, r, "read %s/layers", s->root);
 	if (r > 0)

@@ -36,6 +36,9 @@ st mount m >/dev/null
 check_error "apply onto a layer in use" "apply m: the layer is in use" st apply m -i "$TEST_TMP/in.tar"
 st umount m
 st create child m >/dev/null
+check_error "apply onto a layer that has children" "apply m: the layer is the parent of child" \
+	st apply m -i "$TEST_TMP/in.tar"
+is "the refused apply left the layer empty" "$(ls -A "$R/diff/m")" ""
 check_error "apply with a parent that is not the layer's" 'apply child: "a" is not the layer.s parent \(m\)' \
 	st apply child a -i "$TEST_TMP/in.tar"
 check "apply with the right parent" st apply child m -i "$TEST_TMP/in.tar"
