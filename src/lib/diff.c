@@ -79,15 +79,9 @@ static int apply_layer(strata_driver *d, const char *id, const char *parent, int
 		       uint64_t *ret_size, strata_error *err)
 {
 	store *s = d->store;
-	int r = id_validate(id, err);
-	if (r < 0)
-		return r;
 	_cleanup_lock_ id_lock lock = ID_LOCK_INIT;
-	r = lock_ids(s, id, NULL, &lock);
-	if (r < 0)
-		return error_set(err, r, "lock %s/lock", s->root);
 	_cleanup_strv_free_ char **parents = NULL;
-	r = chain_read(s, id, &parents, err);
+	int r = layer_lock(d, id, &lock, &parents, err);
 	if (r < 0)
 		return r;
 	if (parent && strcmp(parent, parents[0] ? parents[0] : ""))
@@ -150,7 +144,7 @@ static int apply_layer(strata_driver *d, const char *id, const char *parent, int
 	r = tar_reader_open_fd(in_fd, &a, err);
 	if (r < 0)
 		goto fail;
-	r = tar_extract_file(a, start >= 0 ? in_fd : -1, start, sfd, o, &size, err);
+	r = tar_extract(a, start >= 0 ? in_fd : -1, start, sfd, o, &size, err);
 	archive_read_free(a);
 	if (r < 0)
 		goto fail;
@@ -164,9 +158,11 @@ static int apply_layer(strata_driver *d, const char *id, const char *parent, int
 		r = error_set(err, negerrno(), "rename %s/diff/%s to %s", s->root, stage, id);
 		goto fail;
 	}
+	/* Past the commit point the layer holds the tar; only its rename may
+	 * not be on disk yet, and the error says so. */
 	r = fs_fsync_dir(s->diff_fd);
 	if (r < 0)
-		return error_set(err, r, "fsync %s/diff", s->root);
+		return error_set(err, r, "fsync %s/diff (the tar is applied)", s->root);
 	*ret_size = size;
 	return 0;
 fail:
@@ -194,6 +190,7 @@ typedef struct trees {
 	bool got_new, got_old;
 } trees;
 
+/* Idempotent: every reference taken is dropped exactly once. */
 static void trees_release(trees *t)
 {
 	if (t->new_fd >= 0)
@@ -204,6 +201,8 @@ static void trees_release(trees *t)
 		strata_put(t->d, t->parent, NULL);
 	if (t->got_new)
 		strata_put(t->d, t->id, NULL);
+	t->new_fd = t->old_fd = -1;
+	t->got_old = t->got_new = false;
 }
 
 static int open_tree(strata_driver *d, const char *id, int *ret_fd, bool *ret_got, strata_error *err)
@@ -230,18 +229,48 @@ static int trees_open(strata_driver *d, const char *id, const char *parent, tree
 	return r;
 }
 
-/* The layer's chain, checking it exists; parent NULL means the direct one. */
-static int read_parents(strata_driver *d, const char *id, const char *parent, char ***ret, strata_error *err)
+/*
+ * A layer opened for diff, size or changes.  On the fast path it stays
+ * locked with its diff dir open (it cannot be removed or applied to while
+ * it is read); on the naive path the lock is dropped at once, as get and
+ * put take it themselves, and naive_parent names the tree to compare with.
+ */
+typedef struct layer_view {
+	id_lock lock;
+	char **parents;
+	int dfd; /* >= 0: the fast path */
+	const char *naive_parent;
+} layer_view;
+
+static void layer_view_close(layer_view *v)
 {
-	int r = id_validate(id, err);
-	if (r < 0)
-		return r;
+	lock_release(&v->lock);
+	if (v->dfd >= 0)
+		close(v->dfd);
+	strv_free(v->parents);
+}
+
+static int layer_view_open(strata_driver *d, const char *id, const char *parent, unsigned flags, layer_view *v,
+			   strata_error *err)
+{
+	*v = (layer_view){.lock = ID_LOCK_INIT, .dfd = -1};
 	if (parent && *parent) {
-		r = id_validate(parent, err);
+		int r = id_validate(parent, err);
 		if (r < 0)
 			return error_prefix(err, r, "parent");
 	}
-	return chain_read(d->store, id, ret, err);
+	int r = layer_lock(d, id, &v->lock, &v->parents, err);
+	if (r >= 0 && !is_direct(v->parents, parent, flags)) {
+		v->naive_parent = naive_parent(v->parents, parent);
+		lock_release(&v->lock);
+	} else if (r >= 0) {
+		v->dfd = openat(d->store->diff_fd, id, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (v->dfd < 0)
+			r = error_set(err, negerrno(), "open %s/diff/%s", d->store->root, id);
+	}
+	if (r < 0)
+		layer_view_close(v);
+	return r;
 }
 
 static int naive_changes(strata_driver *d, const char *id, const char *parent, trees *t, change_list *ret,
@@ -259,38 +288,19 @@ static int naive_changes(strata_driver *d, const char *id, const char *parent, t
 static int diff_layer(strata_driver *d, const char *id, const char *parent, int out_fd, const tar_opts *o,
 		      strata_error *err)
 {
-	store *s = d->store;
-	_cleanup_strv_free_ char **parents = NULL;
-	int r = read_parents(d, id, parent, &parents, err);
+	layer_view v;
+	int r = layer_view_open(d, id, parent, o->flags, &v, err);
 	if (r < 0)
 		return r;
 	tar_writer *w = NULL;
-
-	if (is_direct(parents, parent, o->flags)) {
-		/* Under the lock: the layer cannot be removed or applied to
-		 * while it is read. */
-		_cleanup_lock_ id_lock lock = ID_LOCK_INIT;
-		r = lock_ids(s, id, NULL, &lock);
-		if (r < 0)
-			return error_set(err, r, "lock %s/lock", s->root);
-		_cleanup_close_ int dfd = openat(s->diff_fd, id, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		if (dfd < 0)
-			return error_set(err, negerrno(), "open %s/diff/%s", s->root, id);
-		r = tar_writer_new(out_fd, o, &w, err);
-		if (r >= 0)
-			r = tar_write_layer(w, dfd, err);
-		if (r >= 0)
-			r = tar_writer_finish(w, err);
-		tar_writer_free(w);
-		return r;
-	}
-
-	trees t;
+	trees t = {.new_fd = -1, .old_fd = -1};
 	change_list changes = {0};
-	r = naive_changes(d, id, naive_parent(parents, parent), &t, &changes, err);
-	if (r < 0)
-		return r;
-	r = tar_writer_new(out_fd, o, &w, err);
+	if (v.dfd < 0)
+		r = naive_changes(d, id, v.naive_parent, &t, &changes, err);
+	if (r >= 0)
+		r = tar_writer_new(out_fd, o, &w, err);
+	if (r >= 0 && v.dfd >= 0)
+		r = tar_write_layer(w, v.dfd, err);
 	for (size_t i = 0; i < changes.n && r >= 0; i++) {
 		const strata_change *c = &changes.items[i];
 		if (c->kind == STRATA_CHANGE_DELETE)
@@ -303,6 +313,7 @@ static int diff_layer(strata_driver *d, const char *id, const char *parent, int 
 	tar_writer_free(w);
 	change_list_release(&changes);
 	trees_release(&t);
+	layer_view_close(&v);
 	return r;
 }
 
@@ -348,32 +359,25 @@ static void close_lowers(int *fds, size_t n)
 static int layer_changes(strata_driver *d, const char *id, const char *parent, unsigned flags, change_list *ret,
 			 strata_error *err)
 {
-	store *s = d->store;
-	_cleanup_strv_free_ char **parents = NULL;
-	int r = read_parents(d, id, parent, &parents, err);
+	layer_view v;
+	int r = layer_view_open(d, id, parent, flags, &v, err);
 	if (r < 0)
 		return r;
-	if (!is_direct(parents, parent, flags)) {
+	if (v.dfd < 0) {
 		trees t;
-		r = naive_changes(d, id, naive_parent(parents, parent), &t, ret, err);
+		r = naive_changes(d, id, v.naive_parent, &t, ret, err);
 		if (r >= 0)
 			trees_release(&t);
-		return r;
+	} else {
+		int *lowers = NULL;
+		size_t n = 0;
+		r = open_lowers(d->store, v.parents, &lowers, &n, err);
+		if (r >= 0) {
+			r = changes_layer(v.dfd, lowers, n, ret, err);
+			close_lowers(lowers, n);
+		}
 	}
-	_cleanup_lock_ id_lock lock = ID_LOCK_INIT;
-	r = lock_ids(s, id, NULL, &lock);
-	if (r < 0)
-		return error_set(err, r, "lock %s/lock", s->root);
-	_cleanup_close_ int dfd = openat(s->diff_fd, id, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (dfd < 0)
-		return error_set(err, negerrno(), "open %s/diff/%s", s->root, id);
-	int *lowers = NULL;
-	size_t n = 0;
-	r = open_lowers(s, parents, &lowers, &n, err);
-	if (r < 0)
-		return r;
-	r = changes_layer(dfd, lowers, n, ret, err);
-	close_lowers(lowers, n);
+	layer_view_close(&v);
 	return r;
 }
 
@@ -403,30 +407,24 @@ void strata_change_list_clear(strata_change_list *list)
 static int layer_size(strata_driver *d, const char *id, const char *parent, unsigned flags, uint64_t *ret,
 		      strata_error *err)
 {
-	store *s = d->store;
-	_cleanup_strv_free_ char **parents = NULL;
-	int r = read_parents(d, id, parent, &parents, err);
+	layer_view v;
+	int r = layer_view_open(d, id, parent, flags, &v, err);
 	if (r < 0)
 		return r;
-	if (!is_direct(parents, parent, flags)) {
+	if (v.dfd < 0) {
 		trees t;
 		change_list changes = {0};
-		r = naive_changes(d, id, naive_parent(parents, parent), &t, &changes, err);
-		if (r < 0)
-			return r;
-		r = size_changes(t.new_fd, &changes, ret, err);
+		r = naive_changes(d, id, v.naive_parent, &t, &changes, err);
+		if (r >= 0) {
+			r = size_changes(t.new_fd, &changes, ret, err);
+			trees_release(&t);
+		}
 		change_list_release(&changes);
-		trees_release(&t);
-		return r;
+	} else {
+		r = size_tree(v.dfd, ret, err);
 	}
-	_cleanup_lock_ id_lock lock = ID_LOCK_INIT;
-	r = lock_ids(s, id, NULL, &lock);
-	if (r < 0)
-		return error_set(err, r, "lock %s/lock", s->root);
-	_cleanup_close_ int dfd = openat(s->diff_fd, id, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (dfd < 0)
-		return error_set(err, negerrno(), "open %s/diff/%s", s->root, id);
-	return size_tree(dfd, ret, err);
+	layer_view_close(&v);
+	return r;
 }
 
 int strata_diff_size(strata_driver *d, const char *id, const char *parent, const strata_tar_options *options,

@@ -24,6 +24,11 @@ struct strata_driver {
  * (layers/<id>-removing).  Caller holds the id's lock. */
 int layer_scrub(strata_driver *d, const char *id, strata_error *err);
 
+/* The start of every operation on one existing layer: validates id,
+ * takes its lock (released by the caller, _cleanup_lock_) and reads its
+ * chain, nearest parent first. */
+int layer_lock(strata_driver *d, const char *id, id_lock *ret_lock, char ***ret_parents, strata_error *err);
+
 /* The first layer naming `id` as its direct parent: 1 and its id in
  * *ret_child (caller frees), or 0.  Caller holds the id's lock (a create
  * on top of id takes it too, so no child appears meanwhile). */

@@ -318,20 +318,23 @@ int strata_exists(strata_driver *d, const char *id, strata_error *err)
 	return r;
 }
 
-static int metadata(strata_driver *d, const char *id, strata_kv_list *ret, strata_error *err)
+int layer_lock(strata_driver *d, const char *id, id_lock *ret_lock, char ***ret_parents, strata_error *err)
 {
-	store *s = d->store;
 	int r = id_validate(id, err);
 	if (r < 0)
 		return r;
-
-	_cleanup_lock_ id_lock lock = ID_LOCK_INIT;
-	r = lock_ids(s, id, NULL, &lock);
+	r = lock_ids(d->store, id, NULL, ret_lock);
 	if (r < 0)
-		return error_set(err, r, "lock %s/lock", s->root);
+		return error_set(err, r, "lock %s/lock", d->store->root);
+	return chain_read(d->store, id, ret_parents, err);
+}
 
+static int metadata(strata_driver *d, const char *id, strata_kv_list *ret, strata_error *err)
+{
+	store *s = d->store;
+	_cleanup_lock_ id_lock lock = ID_LOCK_INIT;
 	_cleanup_strv_free_ char **parents = NULL;
-	r = chain_read(s, id, &parents, err);
+	int r = layer_lock(d, id, &lock, &parents, err);
 	if (r < 0)
 		return r;
 	unsigned refs = 0;

@@ -87,20 +87,12 @@ static int mount_chain(strata_driver *d, const char *id, char **parents, const c
 static int get_layer(strata_driver *d, const char *id, const char *label, char **ret_path, strata_error *err)
 {
 	store *s = d->store;
-	int r = id_validate(id, err);
+	int r = overlay_label_validate(label, err);
 	if (r < 0)
 		return r;
-	r = overlay_label_validate(label, err);
-	if (r < 0)
-		return r;
-
 	_cleanup_lock_ id_lock lock = ID_LOCK_INIT;
-	r = lock_ids(s, id, NULL, &lock);
-	if (r < 0)
-		return error_set(err, r, "lock %s/lock", s->root);
-
 	_cleanup_strv_free_ char **parents = NULL;
-	r = chain_read(s, id, &parents, err);
+	r = layer_lock(d, id, &lock, &parents, err);
 	if (r < 0)
 		return r;
 	unsigned count = 0;

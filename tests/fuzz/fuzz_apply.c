@@ -126,7 +126,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (r == 0) {
 		tar_opts o = {0};
 		uint64_t applied = 0;
-		r = tar_extract_file(a, in, 0, layer, &o, &applied, &err);
+		r = tar_extract(a, in, 0, layer, &o, &applied, &err);
 		/* Every failure explains itself. */
 		if (r < 0 && !err.message[0])
 			die("error without a message");

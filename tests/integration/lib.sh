@@ -109,3 +109,19 @@ build_chain() {
 overlay_count() { findmnt -rn -t overlay -o TARGET | grep -c "^$TEST_TMP/" || true; }
 
 skip() { T_N=$((T_N + 1)); echo "ok $T_N - $1 # SKIP $2"; }
+
+# The tar tools beside these scripts: tarcmp.py compares two tars or trees
+# entry by entry; tarchain.py builds and models a layer chain.
+TARCMP=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/tarcmp.py
+TARCHAIN=$(dirname "$TARCMP")/tarchain.py
+
+# tarcmp DESC [OPTS] A B: passes when the trees match; shows the first lines otherwise.
+tarcmp() {
+	local desc=$1 out
+	shift
+	if out=$(python3 "$TARCMP" "$@" 2>&1); then
+		pass "$desc ($out)"
+	else
+		fail "$desc" "$(printf '%s\n' "$out" | head -n 40)" "($(printf '%s\n' "$out" | wc -l) lines)"
+	fi
+}

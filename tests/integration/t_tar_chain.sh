@@ -6,21 +6,8 @@
 # an in-memory model, and `diff` must give the layer tars back (.wh. entries,
 # opaque markers).
 . "$(dirname "$0")/lib.sh"
-HERE=$(cd "$(dirname "$0")" && pwd)
-TARCMP=$HERE/tarcmp.py
-TARCHAIN=$HERE/tarchain.py
 W=$TEST_TMP/work
 mkdir -p "$W"
-
-tarcmp() {
-	local desc=$1 out
-	shift
-	if out=$(python3 "$TARCMP" "$@" 2>&1); then
-		pass "$desc ($out)"
-	else
-		fail "$desc" "$(printf '%s\n' "$out" | head -n 40)"
-	fi
-}
 
 st init || exit 1
 python3 "$TARCHAIN" gen "$W" || { fail "tarchain.py gen"; exit 1; }

@@ -6,9 +6,6 @@
 # entry by entry with tarcmp.py; re-export is byte-identical; gzip, zstd and xz
 # input gives the same layer; uid/gid maps shift owners in and back out.
 . "$(dirname "$0")/lib.sh"
-HERE=$(cd "$(dirname "$0")" && pwd)
-TARCMP=$HERE/tarcmp.py
-TARCHAIN=$HERE/tarchain.py
 W=$TEST_TMP/work
 mkdir -p "$W"
 GTAR=(tar --numeric-owner --xattrs --xattrs-include='*')
@@ -137,17 +134,6 @@ BG_PIDS+=($!)
 NENTRIES=$(tar -tf "$ROOTFS" | wc -l)
 SIZE=$(python3 "$TARCHAIN" size "$ROOTFS")
 echo "# rootfs.tar: $NENTRIES entries, $SIZE bytes of regular files"
-
-# tarcmp DESC [OPTS] A B: passes when the trees match; shows the first lines otherwise.
-tarcmp() {
-	local desc=$1 out
-	shift
-	if out=$(python3 "$TARCMP" "$@" 2>&1); then
-		pass "$desc ($out)"
-	else
-		fail "$desc" "$(printf '%s\n' "$out" | head -n 40)" "($(printf '%s\n' "$out" | wc -l) lines)"
-	fi
-}
 
 # apply_ok DESC STRATA-ARGS...: apply succeeds, prints $SIZE, stderr empty.
 apply_ok() {

@@ -297,6 +297,26 @@ static int make_room(extractor *x, int pfd, const char *name, const char *path, 
 	return 0;
 }
 
+/* After creating pfd/name failed: if the name was taken, and only the
+ * first time, clears it (make_room) and returns 0 so the caller retries;
+ * otherwise the error, naming `what` failed. */
+static int room_to_retry(extractor *x, bool *retried, int pfd, const char *name, const char *path, const char *what)
+{
+	if (errno != EEXIST || *retried)
+		return entry_syserr(x, negerrno(), what, path);
+	*retried = true;
+	int r = make_room(x, pfd, name, path, false);
+	return r < 0 ? r : 0;
+}
+
+/* Owns pfd/name (not followed) by uid:gid unless creation already did. */
+static int chown_at(extractor *x, int pfd, const char *name, const char *path, uid_t uid, gid_t gid)
+{
+	if ((uid != x->euid || gid != x->egid) && fchownat(pfd, name, uid, gid, AT_SYMLINK_NOFOLLOW) < 0)
+		return entry_syserr(x, negerrno(), "chown", path);
+	return 0;
+}
+
 static int map_owner(extractor *x, struct archive_entry *e, uid_t *ret_uid, gid_t *ret_gid)
 {
 	la_int64_t uid = archive_entry_uid(e), gid = archive_entry_gid(e);
@@ -490,16 +510,14 @@ static int job_copy_xattrs(file_job *j, struct archive_entry *e)
 
 static int create_file(extractor *x, int pfd, const char *name, const char *path, mode_t mode)
 {
-	for (int attempt = 0;; attempt++) {
-		int fd = openat(pfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode & 0777);
-		if (fd >= 0)
-			return fd;
-		if (errno != EEXIST || attempt > 0)
-			return entry_syserr(x, negerrno(), "create", path);
-		int r = make_room(x, pfd, name, path, false);
+	bool retried = false;
+	int fd;
+	while ((fd = openat(pfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode & 0777)) < 0) {
+		int r = room_to_retry(x, &retried, pfd, name, path, "create");
 		if (r < 0)
 			return r;
 	}
+	return fd;
 }
 
 static file_job *job_new(int fd, const char *path, size_t len)
@@ -760,16 +778,14 @@ static int extract_hardlink(extractor *x, struct archive_entry *e, int pfd, cons
 		return entry_fail(x, -EPERM, "hardlink target \"%s\" is a directory", target);
 	if (tar_is_whiteout(&st))
 		return entry_fail(x, -EPERM, "hardlink target \"%s\" is a whiteout", target);
-	for (int attempt = 0;; attempt++) {
-		/* flags 0: linkat never follows the target. */
-		if (linkat(tfd, tbase, pfd, name, 0) == 0)
-			return 0;
-		if (errno != EEXIST || attempt > 0)
-			return entry_syserr(x, negerrno(), "link", path);
-		r = make_room(x, pfd, name, path, false);
+	/* flags 0: linkat never follows the target. */
+	bool retried = false;
+	while (linkat(tfd, tbase, pfd, name, 0) < 0) {
+		r = room_to_retry(x, &retried, pfd, name, path, "link");
 		if (r < 0)
 			return r;
 	}
+	return 0;
 }
 
 /* Symlinks, devices and fifos: created, then owned and timed by name,
@@ -795,20 +811,17 @@ static int extract_special(extractor *x, struct archive_entry *e, int pfd, const
 				x, -EINVAL,
 				"a character device 0/0 is overlay's own whiteout; layer tars say .wh.<name>");
 	}
-	for (int attempt = 0;; attempt++) {
-		int q = target ? symlinkat(target, pfd, name)
-			       : mknodat(pfd, name, (type == AE_IFIFO ? S_IFIFO : type) | (mode & 0777),
-					 type == AE_IFIFO ? 0 : archive_entry_rdev(e));
-		if (q == 0)
-			break;
-		if (errno != EEXIST || attempt > 0)
-			return entry_syserr(x, negerrno(), target ? "symlink" : "mknod", path);
-		r = make_room(x, pfd, name, path, false);
+	bool retried = false;
+	while ((target ? symlinkat(target, pfd, name)
+		       : mknodat(pfd, name, (type == AE_IFIFO ? S_IFIFO : type) | (mode & 0777),
+				 type == AE_IFIFO ? 0 : archive_entry_rdev(e))) < 0) {
+		r = room_to_retry(x, &retried, pfd, name, path, target ? "symlink" : "mknod");
 		if (r < 0)
 			return r;
 	}
-	if ((uid != x->euid || gid != x->egid) && fchownat(pfd, name, uid, gid, AT_SYMLINK_NOFOLLOW) < 0)
-		return entry_syserr(x, negerrno(), "chown", path);
+	r = chown_at(x, pfd, name, path, uid, gid);
+	if (r < 0)
+		return r;
 	/* Not a symlink (those have no mode), just created by us in a dir
 	 * only we write to: fchmodat by name is safe. */
 	if (!target && needs_chmod(x, mode) && fchmodat(pfd, name, mode, 0) < 0)
@@ -832,18 +845,13 @@ static int extract_whiteout(extractor *x, struct archive_entry *e, int pfd, cons
 	int r = map_owner(x, e, &uid, &gid);
 	if (r < 0)
 		return r;
-	for (int attempt = 0;; attempt++) {
-		if (mknodat(pfd, name, S_IFCHR, makedev(0, 0)) == 0)
-			break;
-		if (errno != EEXIST || attempt > 0)
-			return entry_syserr(x, negerrno(), "make whiteout", path);
-		r = make_room(x, pfd, name, path, false);
+	bool retried = false;
+	while (mknodat(pfd, name, S_IFCHR, makedev(0, 0)) < 0) {
+		r = room_to_retry(x, &retried, pfd, name, path, "make whiteout");
 		if (r < 0)
 			return r;
 	}
-	if ((uid != x->euid || gid != x->egid) && fchownat(pfd, name, uid, gid, AT_SYMLINK_NOFOLLOW) < 0)
-		return entry_syserr(x, negerrno(), "chown", path);
-	return 0;
+	return chown_at(x, pfd, name, path, uid, gid);
 }
 
 static int extract_entry(extractor *x, struct archive_entry *e)
@@ -934,13 +942,8 @@ static int check_copied(extractor *x, const char *entry)
 			  error_quote(entry ? entry : "", q, sizeof(q)));
 }
 
-int tar_extract(struct archive *a, int root_fd, const tar_opts *o, uint64_t *ret_size, strata_error *err)
-{
-	return tar_extract_file(a, -1, 0, root_fd, o, ret_size, err);
-}
-
-int tar_extract_file(struct archive *a, int input_fd, off_t input_start, int root_fd, const tar_opts *o,
-		     uint64_t *ret_size, strata_error *err)
+int tar_extract(struct archive *a, int input_fd, off_t input_start, int root_fd, const tar_opts *o, uint64_t *ret_size,
+		strata_error *err)
 {
 	extractor x = {
 		.input_fd = input_fd,
@@ -958,7 +961,10 @@ int tar_extract_file(struct archive *a, int input_fd, off_t input_start, int roo
 	uint32_t ru, rg;
 	x.root_uid = idmap_to_host(o->uids, 0, &ru) == 0 ? ru : x.euid;
 	x.root_gid = idmap_to_host(o->gids, 0, &rg) == 0 ? rg : x.egid;
-	_cleanup_free_ char *last = NULL;
+	/* The previous entry's name, for errors in the next header; reused,
+	 * not reallocated per entry. */
+	strbuf last_buf = {0};
+	const char *last = NULL;
 	int r = pool_new(APPLY_WORKERS, APPLY_QUEUE_JOBS, APPLY_QUEUE_BYTES, file_job_run, file_job_free, &x.pool);
 	if (r < 0)
 		return error_set(err, r, "start apply workers");
@@ -992,12 +998,12 @@ int tar_extract_file(struct archive *a, int input_fd, off_t input_start, int roo
 				error_set(err, r, "extract");
 			goto out;
 		}
-		free(last);
-		last = strdup(x.entry);
-		if (!last) {
+		last_buf.len = 0;
+		if (strbuf_append(&last_buf, x.entry, strlen(x.entry)) < 0) {
 			r = -ENOMEM;
 			goto out;
 		}
+		last = last_buf.buf;
 		x.progress.entries++;
 		if (o->progress)
 			o->progress(&x.progress, o->progress_data);
@@ -1022,6 +1028,7 @@ out:
 			*err = werr;
 	}
 	cache_drop(&x);
+	strbuf_release(&last_buf);
 	for (size_t i = 0; i < x.n_dirs; i++)
 		free(x.dirs[i].path);
 	free(x.dirs);

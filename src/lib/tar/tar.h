@@ -76,15 +76,14 @@ int tar_clean_name(const char *name, char **ret_path, const char **ret_why);
  * RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH, and an entry whose path crosses a
  * symlink is refused.  On failure the partial tree is left for the caller
  * to delete; err names the entry.
+ *
+ * When the archive reads a plain file, `input_fd` is it and `input_start`
+ * its offset when the reader was opened (else -1 and 0): content of an
+ * uncompressed tar is then copied inside the kernel (copy_file_range),
+ * never through user memory.
  */
-int tar_extract(struct archive *a, int root_fd, const tar_opts *o, uint64_t *ret_size, strata_error *err);
-
-/* Same, when the archive reads a plain file: `input_fd` at `input_start`
- * (its offset when the reader was opened).  Content of an uncompressed
- * tar is then copied inside the kernel (copy_file_range), never through
- * user memory. */
-int tar_extract_file(struct archive *a, int input_fd, off_t input_start, int root_fd, const tar_opts *o,
-		     uint64_t *ret_size, strata_error *err);
+int tar_extract(struct archive *a, int input_fd, off_t input_start, int root_fd, const tar_opts *o, uint64_t *ret_size,
+		strata_error *err);
 
 /* A reader for layer tars on fd: any of the supported compressions. */
 int tar_reader_open_fd(int fd, struct archive **ret, strata_error *err);
