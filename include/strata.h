@@ -143,7 +143,13 @@ typedef struct strata_tar_options {
 	unsigned flags;		     /* STRATA_TAR_* */
 	strata_progress_fn progress; /* may be NULL; called often, from the calling thread */
 	void *progress_data;
-	void *reserved[4]; /* zero */
+	/* May be NULL.  Another thread sets *cancel to nonzero to stop the
+	 * operation: apply then fails with -ECANCELED and leaves the layer as it
+	 * was, even when its input has ended cleanly (a tar cut at an entry
+	 * boundary looks complete: set *cancel before closing the input).
+	 * Read with an atomic load. */
+	const int *cancel;
+	void *reserved[3]; /* zero */
 } strata_tar_options;
 
 /*

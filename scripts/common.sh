@@ -11,6 +11,7 @@ PACKAGES=(
 	clang-format valgrind
 	tar gzip zstd xz-utils libarchive-tools debootstrap busybox-static time
 	clang libclang-rt-14-dev
+	libmicrohttpd-dev docker.io curl
 )
 
 need_root() {

@@ -40,6 +40,7 @@ static void tar_opts_init(const strata_driver *d, const strata_tar_options *o, t
 		.flags = o->flags,
 		.progress = o->progress,
 		.progress_data = o->progress_data,
+		.cancel = o->cancel,
 	};
 }
 
@@ -148,6 +149,12 @@ static int apply_layer(strata_driver *d, const char *id, const char *parent, int
 	archive_read_free(a);
 	if (r < 0)
 		goto fail;
+	/* Whoever feeds the input may know it was cut short where the tar
+	 * format cannot tell (at an entry boundary). */
+	if (tar_cancelled(o)) {
+		r = error_setf(err, -ECANCELED, "cancelled before the layer was complete");
+		goto fail;
+	}
 	/* On disk before it becomes visible. */
 	if (syncfs(sfd) < 0) {
 		r = error_set(err, negerrno(), "sync %s/diff/%s", s->root, stage);

@@ -980,6 +980,10 @@ int tar_extract(struct archive *a, int input_fd, off_t input_start, int root_fd,
 		}
 		if (ar == ARCHIVE_EOF)
 			break;
+		if (tar_cancelled(o)) {
+			r = error_setf(err, -ECANCELED, "cancelled");
+			goto out;
+		}
 		if (ar != ARCHIVE_OK && ar != ARCHIVE_WARN) { /* RETRY too: a damaged header */
 			char q[256];
 			if (last)

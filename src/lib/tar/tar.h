@@ -41,7 +41,13 @@ typedef struct tar_opts {
 	unsigned flags; /* STRATA_TAR_*, TAR_EARLY_WRITEBACK */
 	strata_progress_fn progress;
 	void *progress_data;
+	const int *cancel; /* see strata_tar_options */
 } tar_opts;
+
+static inline bool tar_cancelled(const tar_opts *o)
+{
+	return o->cancel && __atomic_load_n(o->cancel, __ATOMIC_ACQUIRE);
+}
 
 #define WHITEOUT_PREFIX	     ".wh."
 #define WHITEOUT_META	     ".wh..wh."

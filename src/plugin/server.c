@@ -1,0 +1,603 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * strata serve: HTTP/1.1 on a unix socket with libmicrohttpd.
+ *
+ * One thread per connection: a call may block as long as the library takes
+ * (a mount, another call's lock on the same id, a tar of gigabytes) and a
+ * slow or stuck client holds only its own thread.  Idle connections are
+ * dropped after CONNECTION_TIMEOUT seconds; Docker's client reconnects.
+ *
+ * Every request body is taken in full before the reply, also after an
+ * early error, so the client always reads a reply rather than a reset.
+ * JSON bodies are capped at JSON_BODY_MAX; ApplyDiff's body, the tar, goes
+ * through a pipe to strata_apply_diff as it arrives (stream.c).
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <microhttpd.h>
+
+#include "log.h"
+#include "methods.h"
+#include "server.h"
+#include "stream.h"
+
+#define JSON_BODY_MAX	    (64u << 10)
+#define CONNECTION_LIMIT    256
+#define CONNECTION_TIMEOUT  600 /* seconds without a byte, then closed */
+#define CONNECTION_MEMORY   (256u << 10)
+#define DIFF_BLOCK	    (64u << 10)
+#define CONTENT_TYPE_JSON   "application/vnd.docker.plugins.v1+json"
+#define APPLY_DIFF	    "GraphDriver.ApplyDiff"
+#define RETIRED_DRIVERS_MAX 64
+
+struct plugin_server {
+	const plugin_config *cfg;
+	pthread_mutex_t lock; /* guards everything below */
+	pthread_cond_t idle;  /* signalled when `active` drops to 0 */
+	strata_driver *driver;
+	/* Handles an Init replaced: calls in flight may still use them, so
+	 * they are freed only at exit.  Docker inits once per start. */
+	strata_driver *retired[RETIRED_DRIVERS_MAX];
+	size_t n_retired;
+	unsigned active; /* requests between their first byte and their end */
+};
+
+typedef struct request {
+	plugin_server *server;
+	char name[64]; /* the method, as logged */
+	const plugin_method *method;
+	bool apply;
+	struct timespec start;
+	/* An error found before the reply (a bad method, a body too big):
+	 * the body is still read, then this is the reply. */
+	int status;
+	strata_error err;
+	char *id, *parent; /* for the log */
+	char *body;
+	size_t body_len;
+	bool too_large;
+	plugin_stream *stream; /* ApplyDiff's tar on its way in */
+	int apply_rc;	       /* ApplyDiff: the first write error */
+} request;
+
+const plugin_config *server_config(const plugin_server *s)
+{
+	return s->cfg;
+}
+
+strata_driver *server_driver(plugin_server *s)
+{
+	pthread_mutex_lock(&s->lock);
+	strata_driver *d = s->driver;
+	pthread_mutex_unlock(&s->lock);
+	return d;
+}
+
+int server_init_driver(plugin_server *s, const char *home, const char *const *options, strata_error *err)
+{
+	strata_driver *d = NULL;
+	int r = strata_driver_open(home, options, STRATA_OPEN_INIT, &d, err);
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&s->lock);
+	if (s->driver && s->n_retired == RETIRED_DRIVERS_MAX) {
+		pthread_mutex_unlock(&s->lock);
+		strata_driver_free(d);
+		snprintf(err->message, sizeof(err->message),
+			 "init %s: initialised %d times already; restart strata serve", home, RETIRED_DRIVERS_MAX);
+		err->code = EBUSY;
+		return -EBUSY;
+	}
+	if (s->driver)
+		s->retired[s->n_retired++] = s->driver;
+	s->driver = d;
+	pthread_mutex_unlock(&s->lock);
+	char opts[1024] = "";
+	size_t n = 0;
+	for (const char *const *o = options; o && *o && n < sizeof(opts); o++)
+		n += (size_t)snprintf(opts + n, sizeof(opts) - n, "%s%s", n ? "," : "", *o);
+	plugin_log(PLUGIN_LOG_INFO, "msg=initialised home=%s options=%s", LOG_VALUE(home), LOG_VALUE(opts));
+	return 0;
+}
+
+/* HTTP status for a failed call: what the error was, as far as a client
+ * can act on it.  Docker only needs "not 200". */
+static unsigned status_for(int code)
+{
+	switch (code) {
+	case EINVAL:
+	case ENAMETOOLONG:
+	case E2BIG:
+		return MHD_HTTP_BAD_REQUEST;
+	case ENOENT:
+		return MHD_HTTP_NOT_FOUND;
+	case EEXIST:
+	case EBUSY:
+	case ENOTEMPTY:
+		return MHD_HTTP_CONFLICT;
+	default:
+		return MHD_HTTP_INTERNAL_SERVER_ERROR;
+	}
+}
+
+static void request_fail(request *r, unsigned status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void request_fail(request *r, unsigned status, const char *fmt, ...)
+{
+	if (r->status)
+		return; /* the first error is the one to report */
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(r->err.message, sizeof(r->err.message), fmt, ap);
+	va_end(ap);
+	r->status = (int)status;
+}
+
+static double ms_since(const struct timespec *t)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (double)(now.tv_sec - t->tv_sec) * 1e3 + (double)(now.tv_nsec - t->tv_nsec) / 1e6;
+}
+
+static void request_log(const request *r, bool client_gone)
+{
+	double ms = ms_since(&r->start);
+	if (client_gone)
+		plugin_log(PLUGIN_LOG_WARN, "method=%s id=%s parent=%s status=%d duration=%.2fms err=%s",
+			   LOG_VALUE(r->name), LOG_VALUE(r->id), LOG_VALUE(r->parent), r->status, ms,
+			   LOG_VALUE(r->err.message[0] ? r->err.message : "the client closed the connection"));
+	else if (r->status != MHD_HTTP_OK)
+		plugin_log(r->status >= 500 ? PLUGIN_LOG_ERROR : PLUGIN_LOG_WARN,
+			   "method=%s id=%s parent=%s status=%d duration=%.2fms err=%s", LOG_VALUE(r->name),
+			   LOG_VALUE(r->id), LOG_VALUE(r->parent), r->status, ms, LOG_VALUE(r->err.message));
+	else
+		plugin_log(PLUGIN_LOG_INFO, "method=%s id=%s parent=%s status=200 duration=%.2fms", LOG_VALUE(r->name),
+			   LOG_VALUE(r->id), LOG_VALUE(r->parent), ms);
+}
+
+static void request_set_ids(request *r, const char *id, const char *parent)
+{
+	free(r->id);
+	free(r->parent);
+	r->id = id && *id ? strdup(id) : NULL;
+	r->parent = parent && *parent ? strdup(parent) : NULL;
+}
+
+static enum MHD_Result queue(struct MHD_Connection *conn, request *r, unsigned status, struct MHD_Response *resp,
+			     const char *type)
+{
+	if (!resp)
+		return MHD_NO;
+	r->status = (int)status;
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+	enum MHD_Result ret = MHD_queue_response(conn, status, resp);
+	MHD_destroy_response(resp);
+	return ret;
+}
+
+/* Takes ownership of `reply`. */
+static enum MHD_Result queue_json(struct MHD_Connection *conn, request *r, unsigned status, json_t *reply)
+{
+	char *text = reply ? json_dumps(reply, JSON_COMPACT) : NULL;
+	json_decref(reply);
+	if (!text)
+		return MHD_NO;
+	size_t len = strlen(text);
+	return queue(conn, r, status, MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE),
+		     CONTENT_TYPE_JSON);
+}
+
+static enum MHD_Result queue_error(struct MHD_Connection *conn, request *r, unsigned status)
+{
+	if (!r->err.message[0])
+		snprintf(r->err.message, sizeof(r->err.message), "%s: %s", r->name, strerror(r->err.code));
+	return queue_json(conn, r, status, json_pack("{s:s}", "Err", r->err.message));
+}
+
+static ssize_t diff_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+	(void)pos;
+	request *r = cls;
+	ssize_t n = stream_read(r->stream, buf, max, &r->err);
+	if (n > 0)
+		return n;
+	if (n == 0)
+		return MHD_CONTENT_READER_END_OF_STREAM;
+	/* The tar has begun: the only way left to fail is to cut the
+	 * connection, so the client sees a truncated body, never a tar that
+	 * looks complete. */
+	r->status = (int)status_for(r->err.code);
+	return MHD_CONTENT_READER_END_WITH_ERROR;
+}
+
+static enum MHD_Result reply_apply(struct MHD_Connection *conn, request *r)
+{
+	uint64_t size = 0;
+	int rc = stream_apply_finish(r->stream, &size, &r->err);
+	r->stream = stream_free(r->stream);
+	if (rc < 0)
+		return queue_error(conn, r, status_for(-rc));
+	return queue_json(conn, r, MHD_HTTP_OK, json_pack("{s:I}", "Size", (json_int_t)size));
+}
+
+static enum MHD_Result reply_json_call(struct MHD_Connection *conn, request *r)
+{
+	plugin_server *s = r->server;
+	if (r->too_large)
+		return queue_error(conn, r, MHD_HTTP_CONTENT_TOO_LARGE);
+	json_error_t jerr;
+	json_t *args = NULL;
+	size_t i = 0;
+	while (i < r->body_len && strchr(" \t\r\n", r->body[i]))
+		i++;
+	/* Activate comes with no body, or "null". */
+	if (i == r->body_len)
+		args = json_object();
+	else if (!(args = json_loadb(r->body, r->body_len, JSON_REJECT_DUPLICATES, &jerr))) {
+		request_fail(r, MHD_HTTP_BAD_REQUEST, "%s: the request is not valid JSON: %s (at byte %d)", r->name,
+			     jerr.text, jerr.position);
+		return queue_error(conn, r, MHD_HTTP_BAD_REQUEST);
+	} else if (json_is_null(args)) {
+		json_decref(args);
+		args = json_object();
+	}
+	if (!json_is_object(args)) {
+		json_decref(args);
+		request_fail(r, MHD_HTTP_BAD_REQUEST, "%s: the request must be a JSON object", r->name);
+		return queue_error(conn, r, MHD_HTTP_BAD_REQUEST);
+	}
+	plugin_call c = {.server = s,
+			 .method = r->method->name,
+			 .driver = server_driver(s),
+			 .args = args,
+			 .reply = json_object()};
+	int rc;
+	if (!c.reply)
+		rc = -ENOMEM;
+	else if (r->method->needs_driver && !c.driver) {
+		snprintf(c.err.message, sizeof(c.err.message),
+			 "%s: the driver is not initialised (GraphDriver.Init has not been called)", r->name);
+		rc = -EPROTO;
+	} else
+		rc = r->method->run(&c);
+	request_set_ids(r, c.id, c.parent);
+	json_decref(args);
+	if (rc < 0) {
+		json_decref(c.reply);
+		r->err = c.err;
+		r->err.code = -rc;
+		return queue_error(conn, r, rc == -EPROTO ? MHD_HTTP_INTERNAL_SERVER_ERROR : status_for(-rc));
+	}
+	if (c.diff) {
+		json_decref(c.reply);
+		r->stream = c.diff;
+		return queue(conn, r, MHD_HTTP_OK,
+			     MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, DIFF_BLOCK, diff_reader, r, NULL),
+			     "application/x-tar");
+	}
+	return queue_json(conn, r, MHD_HTTP_OK, c.reply);
+}
+
+static request *request_new(plugin_server *s, struct MHD_Connection *conn, const char *url, const char *http_method)
+{
+	request *r = calloc(1, sizeof(*r));
+	if (!r)
+		return NULL;
+	r->server = s;
+	clock_gettime(CLOCK_MONOTONIC, &r->start);
+	snprintf(r->name, sizeof(r->name), "%s", url[0] == '/' ? url + 1 : url);
+	if (strcmp(http_method, MHD_HTTP_METHOD_POST)) {
+		request_fail(r, MHD_HTTP_METHOD_NOT_ALLOWED, "%s: method %s not allowed (plugin calls are POST)",
+			     LOG_VALUE(r->name), LOG_VALUE(http_method));
+		return r;
+	}
+	if (!strcmp(r->name, APPLY_DIFF)) {
+		r->apply = true;
+		const char *id = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "id");
+		const char *parent = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "parent");
+		request_set_ids(r, id, parent);
+		strata_driver *d = server_driver(s);
+		if (!d)
+			request_fail(r, MHD_HTTP_INTERNAL_SERVER_ERROR,
+				     "%s: the driver is not initialised (GraphDriver.Init has not been called)",
+				     r->name);
+		else if (!id)
+			request_fail(r, MHD_HTTP_BAD_REQUEST, "%s: the query has no id (?id=ID&parent=PARENT)",
+				     r->name);
+		else if (stream_apply_start(d, id, parent, &r->stream, &r->err) < 0)
+			request_fail(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "%s", r->err.message);
+		return r;
+	}
+	r->method = plugin_method_find(r->name);
+	if (!r->method)
+		request_fail(r, MHD_HTTP_NOT_FOUND, "unknown method %s (not a graphdriver plugin call)",
+			     LOG_VALUE(r->name));
+	return r;
+}
+
+static void request_body(request *r, const char *data, size_t len)
+{
+	if (r->status)
+		return; /* failed already: the rest of the body is dropped */
+	if (r->apply) {
+		if (r->stream && !r->apply_rc) {
+			int rc = stream_write(r->stream, data, len);
+			/* EPIPE: the apply stopped reading; its result tells why. */
+			if (rc < 0 && rc != -EPIPE)
+				r->apply_rc = rc;
+		}
+		return;
+	}
+	if (r->too_large || r->body_len + len > JSON_BODY_MAX) {
+		if (!r->too_large)
+			snprintf(r->err.message, sizeof(r->err.message), "%s: the request body is over %u bytes",
+				 r->name, JSON_BODY_MAX);
+		r->too_large = true;
+		return;
+	}
+	char *b = realloc(r->body, r->body_len + len);
+	if (!b) {
+		request_fail(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "%s: out of memory", r->name);
+		return;
+	}
+	memcpy(b + r->body_len, data, len);
+	r->body = b;
+	r->body_len += len;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+				  const char *version, const char *upload_data, size_t *upload_data_size,
+				  void **con_cls)
+{
+	(void)version;
+	plugin_server *s = cls;
+	request *r = *con_cls;
+	if (!r) {
+		r = request_new(s, conn, url, method);
+		if (!r)
+			return MHD_NO;
+		*con_cls = r;
+		pthread_mutex_lock(&s->lock);
+		s->active++;
+		pthread_mutex_unlock(&s->lock);
+		return MHD_YES;
+	}
+	if (*upload_data_size) {
+		request_body(r, upload_data, *upload_data_size);
+		*upload_data_size = 0;
+		return MHD_YES;
+	}
+	if (r->status)
+		return queue_error(conn, r, (unsigned)r->status);
+	if (r->apply) {
+		if (r->apply_rc) {
+			/* The pipe broke some other way: the apply must not
+			 * finish on a partial tar. */
+			r->stream = stream_free(r->stream);
+			snprintf(r->err.message, sizeof(r->err.message), "apply %s: feed the tar: %s", r->id,
+				 strerror(-r->apply_rc));
+			return queue_error(conn, r, MHD_HTTP_INTERNAL_SERVER_ERROR);
+		}
+		return reply_apply(conn, r);
+	}
+	return reply_json_call(conn, r);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe)
+{
+	(void)conn;
+	plugin_server *s = cls;
+	request *r = *con_cls;
+	if (!r)
+		return;
+	*con_cls = NULL;
+	/* A stream still here was cut off: an apply is cancelled (its partial
+	 * tar never becomes a layer), a diff stops on EPIPE. */
+	bool cut = r->stream != NULL && toe != MHD_REQUEST_TERMINATED_COMPLETED_OK;
+	r->stream = stream_free(r->stream);
+	request_log(r, toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && (cut || r->status == 0 || r->status == 200));
+	free(r->id);
+	free(r->parent);
+	free(r->body);
+	free(r);
+	pthread_mutex_lock(&s->lock);
+	if (--s->active == 0)
+		pthread_cond_broadcast(&s->idle);
+	pthread_mutex_unlock(&s->lock);
+}
+
+static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	(void)cls;
+	char msg[1024];
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	msg[strcspn(msg, "\n")] = 0;
+	plugin_log(PLUGIN_LOG_DEBUG, "msg=%s", LOG_VALUE(msg));
+}
+
+/* ---- the socket ---- */
+
+static int socket_error(strata_error *err, int code, const char *path, const char *what)
+{
+	snprintf(err->message, sizeof(err->message), "serve %s: %s%s%s", path, what, code ? ": " : "",
+		 code ? strerror(code) : "");
+	err->code = code ? code : EINVAL;
+	return -err->code;
+}
+
+/* mkdir -p for the socket's directory (Docker's /run/docker/plugins). */
+static int make_parent_dirs(const char *path, strata_error *err)
+{
+	char *dir = strdup(path);
+	if (!dir)
+		return socket_error(err, ENOMEM, path, "out of memory");
+	for (char *p = dir + 1; (p = strchr(p, '/')); p++) {
+		*p = 0;
+		if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
+			int e = errno;
+			char what[600];
+			snprintf(what, sizeof(what), "mkdir %s", dir);
+			free(dir);
+			return socket_error(err, e, path, what);
+		}
+		*p = '/';
+	}
+	free(dir);
+	return 0;
+}
+
+/*
+ * A listening socket at `path`, mode 0600 from the moment it exists (umask
+ * around bind; chmod after, in case the umask did not apply).  A socket
+ * file nobody listens on is a leftover of a server that died, and is
+ * replaced; a live one, or anything that is not a socket, is refused.
+ */
+static int listen_on(const char *path, int *ret_fd, ino_t *ret_ino, strata_error *err)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return socket_error(err, ENAMETOOLONG, path, "socket path too long");
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	int r = make_parent_dirs(path, err);
+	if (r < 0)
+		return r;
+	struct stat st;
+	if (lstat(path, &st) == 0) {
+		if (!S_ISSOCK(st.st_mode))
+			return socket_error(err, EEXIST, path, "exists and is not a socket");
+		int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (probe < 0)
+			return socket_error(err, errno, path, "socket");
+		int live = connect(probe, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+		close(probe);
+		if (live)
+			return socket_error(err, EADDRINUSE, path, "another server is listening there");
+		if (unlink(path) < 0 && errno != ENOENT)
+			return socket_error(err, errno, path, "remove the stale socket");
+	}
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return socket_error(err, errno, path, "socket");
+	mode_t old = umask(0177);
+	r = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+	int e = errno;
+	umask(old);
+	if (r < 0) {
+		close(fd);
+		return socket_error(err, e, path, "bind");
+	}
+	if (chmod(path, 0600) < 0 || lstat(path, &st) < 0 || listen(fd, 128) < 0) {
+		e = errno;
+		close(fd);
+		unlink(path);
+		return socket_error(err, e, path, "listen");
+	}
+	*ret_fd = fd;
+	*ret_ino = st.st_ino;
+	return 0;
+}
+
+/* Removes the socket file if it is still ours (not one a newer server made). */
+static void unlink_socket(const char *path, ino_t ino)
+{
+	struct stat st;
+	if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode) && st.st_ino == ino)
+		unlink(path);
+}
+
+static void wait_idle(plugin_server *s, unsigned seconds)
+{
+	struct timespec deadline;
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += seconds;
+	pthread_mutex_lock(&s->lock);
+	while (s->active > 0)
+		if (pthread_cond_timedwait(&s->idle, &s->lock, &deadline) == ETIMEDOUT)
+			break;
+	unsigned left = s->active;
+	pthread_mutex_unlock(&s->lock);
+	if (left)
+		plugin_log(PLUGIN_LOG_WARN, "msg=\"calls still running after %us; closing their connections\" calls=%u",
+			   seconds, left);
+}
+
+int plugin_serve(const plugin_config *cfg, strata_error *err)
+{
+	plugin_server s = {.cfg = cfg};
+	pthread_mutex_init(&s.lock, NULL);
+	pthread_cond_init(&s.idle, NULL);
+
+	/* A client gone mid-reply must be an EPIPE, not the end of us. */
+	signal(SIGPIPE, SIG_IGN);
+	/* SIGTERM and SIGINT are taken by sigwait below; every thread made
+	 * from here on inherits the mask. */
+	sigset_t stop;
+	sigemptyset(&stop);
+	sigaddset(&stop, SIGTERM);
+	sigaddset(&stop, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &stop, NULL);
+
+	int fd = -1;
+	ino_t ino = 0;
+	int r = listen_on(cfg->socket_path, &fd, &ino, err);
+	if (r < 0)
+		return r;
+	struct MHD_Daemon *daemon = MHD_start_daemon(
+		MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG, 0, NULL,
+		NULL, on_request, &s, MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_NOTIFY_COMPLETED, on_completed, &s,
+		MHD_OPTION_CONNECTION_LIMIT, (unsigned)CONNECTION_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT,
+		(unsigned)CONNECTION_TIMEOUT, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONNECTION_MEMORY,
+		MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL, MHD_OPTION_END);
+	if (!daemon) {
+		close(fd);
+		unlink_socket(cfg->socket_path, ino);
+		return socket_error(err, EIO, cfg->socket_path, "start the HTTP server (libmicrohttpd) failed");
+	}
+	plugin_log(PLUGIN_LOG_INFO, "msg=listening socket=%s driver=%s pid=%ld", LOG_VALUE(cfg->socket_path),
+		   LOG_VALUE(cfg->name), (long)getpid());
+
+	int sig = 0;
+	while (sigwait(&stop, &sig) != 0)
+		;
+	plugin_log(PLUGIN_LOG_INFO, "msg=\"shutting down\" signal=%s", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+
+	/* No new connections; the socket goes so nobody tries. */
+	int lfd = MHD_quiesce_daemon(daemon);
+	if (lfd >= 0)
+		close(lfd);
+	unlink_socket(cfg->socket_path, ino);
+	wait_idle(&s, cfg->grace_seconds);
+	MHD_stop_daemon(daemon);
+
+	r = 0;
+	if (s.driver) {
+		strata_error cerr;
+		if (strata_cleanup(s.driver, &cerr) < 0) {
+			plugin_log(PLUGIN_LOG_ERROR, "msg=\"cleanup failed\" err=%s", LOG_VALUE(cerr.message));
+			*err = cerr;
+			r = -cerr.code;
+		} else {
+			plugin_log(PLUGIN_LOG_INFO, "msg=\"unmounted everything\" root=%s",
+				   LOG_VALUE(strata_driver_root(s.driver)));
+		}
+	}
+	strata_driver_free(s.driver);
+	for (size_t i = 0; i < s.n_retired; i++)
+		strata_driver_free(s.retired[i]);
+	pthread_cond_destroy(&s.idle);
+	pthread_mutex_destroy(&s.lock);
+	plugin_log(PLUGIN_LOG_INFO, "msg=stopped");
+	return r;
+}

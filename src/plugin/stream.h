@@ -1,0 +1,40 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Layer tars between an HTTP connection and the library, which reads and
+ * writes tars on file descriptors: a pipe, and a thread on its far end
+ * running strata_apply_diff (reading) or strata_diff (writing).  The pipe's
+ * size bounds what is in flight, so a fast client waits for the disk and a
+ * slow one holds back the export.
+ */
+#pragma once
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "strata.h"
+
+typedef struct plugin_stream plugin_stream;
+
+/* Starts an apply of the tar that stream_write() will feed; `parent` NULL:
+ * not checked. */
+int stream_apply_start(strata_driver *d, const char *id, const char *parent, plugin_stream **ret, strata_error *err);
+/* Feeds the apply.  -EPIPE once the apply has stopped reading (it failed,
+ * or the tar ended): the caller drops the rest of the body and learns the
+ * outcome from stream_apply_finish(). */
+int stream_write(plugin_stream *st, const void *data, size_t len);
+/* The body has ended: waits for the apply.  Returns its result; *ret_size
+ * and *err as strata_apply_diff sets them. */
+int stream_apply_finish(plugin_stream *st, uint64_t *ret_size, strata_error *err);
+
+/* Starts a diff and waits for its first bytes.  Returns 1 when output has
+ * begun (read it with stream_read), 0 when the diff ended without any (its
+ * error in *err, or an empty tar), negative on failure to start. */
+int stream_diff_start(strata_driver *d, const char *id, const char *parent, plugin_stream **ret, strata_error *err);
+/* Up to `max` bytes of the diff: >0 bytes, 0 at its successful end,
+ * negative when it failed (message in *err). */
+ssize_t stream_read(plugin_stream *st, char *buf, size_t max, strata_error *err);
+
+/* Stops whatever still runs (an apply is cancelled, so a body cut short
+ * never becomes a layer; a diff gets EPIPE), waits for the thread and frees.
+ * Accepts NULL; returns NULL. */
+plugin_stream *stream_free(plugin_stream *st);
