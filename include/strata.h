@@ -69,7 +69,8 @@ enum {
  *                           auto probes the kernel
  *   uidmap=CONTAINER:HOST:SIZE, gidmap=CONTAINER:HOST:SIZE
  *                           (repeatable) owners in layer tars are container
- *                           ids: apply shifts them to host ids, diff back
+ *                           ids: apply shifts them to host ids, diff back;
+ *                           new layers' dirs belong to the mapped root
  * Unknown options are an error.
  */
 STRATA_API int strata_driver_open(const char *root, const char *const *options, unsigned flags,

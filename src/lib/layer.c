@@ -159,8 +159,20 @@ static int create_layer(strata_driver *d, const char *id, const char *parent, co
 		const char *sub;
 		mode_t mode;
 	} dirs[] = {{s->diff_fd, "diff", 0755}, {s->mnt_fd, "mnt", 0755}, {s->work_fd, "work", 0700}};
+	/* With id maps, the container's root owns its root dir, as in Docker's
+	 * drivers: a remapped root must be able to write to "/". */
+	uid_t root_uid = 0;
+	gid_t root_gid = 0;
+	uint32_t host;
+	if (idmap_to_host(&d->uids, 0, &host) == 0)
+		root_uid = host;
+	if (idmap_to_host(&d->gids, 0, &host) == 0)
+		root_gid = host;
 	for (size_t i = 0; i < ELEMENTSOF(dirs); i++) {
 		r = fs_mkdir_at(dirs[i].fd, id, dirs[i].mode);
+		if (r >= 0 && (root_uid || root_gid) &&
+		    fchownat(dirs[i].fd, id, root_uid, root_gid, AT_SYMLINK_NOFOLLOW) < 0)
+			r = negerrno();
 		if (r < 0) {
 			error_set(err, r, "mkdir %s/%s/%s", s->root, dirs[i].sub, id);
 			goto fail;

@@ -54,6 +54,8 @@ check_error "too many arguments" "changes: too many arguments" st changes a b c
 
 # Id maps: container ids shift to host ids and back.
 st -o uidmap=0:100000:65536 -o gidmap=0:200000:65536 create u >/dev/null
+is "uidmap: a new layer's dirs belong to the mapped root" \
+	"$(stat -c %u:%g "$R/diff/u" "$R/mnt/u" "$R/work/u" | sort -u)" "100000:200000"
 st -o uidmap=0:100000:65536 -o gidmap=0:200000:65536 apply u -i "$TEST_TMP/in.tar" >/dev/null
 is "uidmap: root-owned file owned by the host id" "$(stat -c %u:%g "$R/diff/u/big")" "100000:200000"
 is "uidmap: uid 1000 shifted" "$(stat -c %u:%g "$R/diff/u/d/f")" "101000:201000"
