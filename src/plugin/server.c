@@ -68,7 +68,8 @@ typedef struct request {
 	char *body;
 	size_t body_len;
 	bool too_large;
-	plugin_stream *stream; /* ApplyDiff's tar on its way in */
+	plugin_stream *stream; /* ApplyDiff's tar on its way in, Diff's on its way out */
+	bool stream_ended;     /* Diff: the whole tar went out */
 	int apply_rc;	       /* ApplyDiff: the first write error */
 } request;
 
@@ -120,6 +121,10 @@ static unsigned status_for(int code)
 	case EINVAL:
 	case ENAMETOOLONG:
 	case E2BIG:
+	/* A tar entry through a symlink, or across a mount: bad input. */
+	case ELOOP:
+	case EXDEV:
+	case ENOTDIR:
 		return MHD_HTTP_BAD_REQUEST;
 	case ENOENT:
 		return MHD_HTTP_NOT_FOUND;
@@ -213,8 +218,10 @@ static ssize_t diff_reader(void *cls, uint64_t pos, char *buf, size_t max)
 	ssize_t n = stream_read(r->stream, buf, max, &r->err);
 	if (n > 0)
 		return n;
-	if (n == 0)
+	if (n == 0) {
+		r->stream_ended = true;
 		return MHD_CONTENT_READER_END_OF_STREAM;
+	}
 	/* The tar has begun: the only way left to fail is to cut the
 	 * connection, so the client sees a truncated body, never a tar that
 	 * looks complete. */
@@ -245,7 +252,7 @@ static enum MHD_Result reply_json_call(struct MHD_Connection *conn, request *r)
 	/* Activate comes with no body, or "null". */
 	if (i == r->body_len)
 		args = json_object();
-	else if (!(args = json_loadb(r->body, r->body_len, JSON_REJECT_DUPLICATES, &jerr))) {
+	else if (!(args = json_loadb(r->body, r->body_len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr))) {
 		request_fail(r, MHD_HTTP_BAD_REQUEST, "%s: the request is not valid JSON: %s (at byte %d)", r->name,
 			     jerr.text, jerr.position);
 		return queue_error(conn, r, MHD_HTTP_BAD_REQUEST);
@@ -403,11 +410,14 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	if (!r)
 		return;
 	*con_cls = NULL;
-	/* A stream still here was cut off: an apply is cancelled (its partial
-	 * tar never becomes a layer), a diff stops on EPIPE. */
-	bool cut = r->stream != NULL && toe != MHD_REQUEST_TERMINATED_COMPLETED_OK;
+	/* A stream still running here was cut off: an apply is cancelled (its
+	 * partial tar never becomes a layer), a diff stops on EPIPE.  A reply
+	 * that was queued whole counts as sent even if the client hung up
+	 * before MHD saw the end of it. */
+	bool ok = toe == MHD_REQUEST_TERMINATED_COMPLETED_OK;
+	bool cut = !ok && r->stream != NULL && !r->stream_ended;
 	r->stream = stream_free(r->stream);
-	request_log(r, toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && (cut || r->status == 0 || r->status == 200));
+	request_log(r, cut || (!ok && r->status == 0));
 	free(r->id);
 	free(r->parent);
 	free(r->body);
