@@ -1,4 +1,5 @@
 # shellcheck shell=bash
+# shellcheck disable=SC2034 # globals set here are read by the callers
 # Starting and stopping a real dockerd and `strata serve` for the Docker
 # integration test (tests/integration/t_docker.sh) and the benchmark
 # (bench/run-docker.sh).  Source it after setting STRATA (the strata binary).
@@ -43,18 +44,17 @@ wait_gone() {
 
 # stop_pid PID SECONDS: SIGTERM, up to SECONDS to exit, then SIGKILL.  Reaps
 # it when it is our child; the exit status is left in STOP_RC (137 when it
-# had to be killed, 255 when it was not our child).
+# had to be killed, 127 when it was not our child).
 stop_pid() {
 	local pid=$1 secs=$2
-	STOP_RC=255
-	kill -TERM "$pid" 2>/dev/null
+	kill -TERM "$pid" 2>/dev/null || true
 	if ! wait_gone "$pid" "$secs"; then
 		echo "docker_lib: PID $pid ignored SIGTERM for ${secs} s; SIGKILL" >&2
-		kill -KILL "$pid" 2>/dev/null
-		wait_gone "$pid" 10
+		kill -KILL "$pid" 2>/dev/null || true
+		wait_gone "$pid" 10 || true
 	fi
-	wait "$pid" 2>/dev/null
-	STOP_RC=$?
+	STOP_RC=0
+	wait "$pid" 2>/dev/null || STOP_RC=$?
 }
 
 # kill_procs_under DIR: stop every process (other than this shell) whose
@@ -65,14 +65,14 @@ kill_procs_under() {
 	for p in /proc/[0-9]*; do
 		p=${p#/proc/}
 		[[ $p == "$$" || $p == "${BASHPID:-}" ]] && continue
-		cmd=$(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null) || continue
+		cmd=$(tr '\0' ' ' 2>/dev/null <"/proc/$p/cmdline") || continue
 		[[ $cmd == *"$dir/"* ]] && pids+=("$p")
 	done
 	((${#pids[@]})) || return 0
 	echo "docker_lib: stopping leftovers under $dir: ${pids[*]}" >&2
-	for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
+	for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
 	for p in "${pids[@]}"; do
-		wait_gone "$p" 10 || kill -KILL "$p" 2>/dev/null
+		wait_gone "$p" 10 || kill -KILL "$p" 2>/dev/null || true
 	done
 }
 
@@ -141,7 +141,7 @@ plugin_start() {
 		return 1
 	fi
 	mkdir -p "$PLUGIN_SOCK_DIR"
-	echo "==== $(date -u +%FT%TZ) strata $* serve --name $name" >>"$log"
+	echo "==== $(date -u +%FT%TZ) strata${*:+ $*} serve --name $name" >>"$log"
 	"$STRATA" "$@" serve --name "$name" </dev/null >>"$log" 2>&1 &
 	PLUGIN_PID[$name]=$!
 	PLUGIN_LOG[$name]=$log
