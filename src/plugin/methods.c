@@ -41,13 +41,22 @@ static int reply_set(plugin_call *c, const char *key, json_t *v)
 	return 0;
 }
 
+/* Paths on disk are bytes, JSON strings are UTF-8: a file name that is not
+ * becomes U+FFFD where it breaks, as Go's encoder (and so Docker's own
+ * drivers) show it.  NULL only when out of memory. */
+static json_t *path_string(const char *s)
+{
+	json_t *v = json_string(s);
+	return v ? v : json_string_lossy(s);
+}
+
+/* *ret is "" when the field is missing, null, or of the wrong type (an error). */
 static int arg_string(plugin_call *c, const char *key, const char **ret)
 {
 	json_t *v = json_object_get(c->args, key);
-	if (!v || json_is_null(v)) {
-		*ret = "";
+	*ret = "";
+	if (!v || json_is_null(v))
 		return 0;
-	}
 	if (!json_is_string(v))
 		return call_error(c, -EINVAL, "request field \"%s\" must be a string", key);
 	*ret = json_string_value(v);
@@ -277,7 +286,7 @@ static int m_get(plugin_call *c)
 	r = strata_get(c->driver, c->id, *label ? label : NULL, &dir, &c->err);
 	if (r < 0)
 		return r;
-	r = reply_set(c, "Dir", json_string(dir));
+	r = reply_set(c, "Dir", path_string(dir));
 	free(dir);
 	return r;
 }
@@ -305,7 +314,7 @@ static int kv_pairs(plugin_call *c, const strata_kv_list *l, const char *key, bo
 {
 	json_t *out = as_object ? json_object() : json_array();
 	for (size_t i = 0; out && i < l->n; i++) {
-		json_t *v = json_string(l->items[i].value);
+		json_t *v = path_string(l->items[i].value);
 		int r = as_object ? json_object_set_new(out, l->items[i].key, v)
 				  : json_array_append_new(out, json_pack("[so]", l->items[i].key, v));
 		if (r < 0) {
@@ -355,8 +364,8 @@ static int m_changes(plugin_call *c)
 		return r;
 	json_t *a = json_array();
 	for (size_t i = 0; a && i < l.n; i++)
-		if (json_array_append_new(
-			    a, json_pack("{s:s,s:i}", "Path", l.items[i].path, "Kind", (int)l.items[i].kind)) < 0) {
+		if (json_array_append_new(a, json_pack("{s:o,s:i}", "Path", path_string(l.items[i].path), "Kind",
+						       (int)l.items[i].kind)) < 0) {
 			json_decref(a);
 			a = NULL;
 		}

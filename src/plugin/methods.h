@@ -26,5 +26,9 @@ typedef struct plugin_method {
 	int (*run)(plugin_call *c);
 } plugin_method;
 
+/* s as a JSON string, each byte that is not part of valid UTF-8 replaced
+ * by U+FFFD (utf8.c).  NULL only when out of memory. */
+json_t *json_string_lossy(const char *s);
+
 /* NULL for a method the protocol does not have. */
 const plugin_method *plugin_method_find(const char *name);

@@ -52,6 +52,7 @@ struct plugin_server {
 	strata_driver *retired[RETIRED_DRIVERS_MAX];
 	size_t n_retired;
 	unsigned active; /* requests between their first byte and their end */
+	bool stopping;	 /* SIGTERM came: new calls get 503 */
 };
 
 typedef struct request {
@@ -125,6 +126,7 @@ static unsigned status_for(int code)
 	case ELOOP:
 	case EXDEV:
 	case ENOTDIR:
+	case ERANGE: /* an id map out of range */
 		return MHD_HTTP_BAD_REQUEST;
 	case ENOENT:
 		return MHD_HTTP_NOT_FOUND;
@@ -192,23 +194,32 @@ static enum MHD_Result queue(struct MHD_Connection *conn, request *r, unsigned s
 	return ret;
 }
 
-/* Takes ownership of `reply`. */
+/* Takes ownership of `reply`.  A reply that cannot be built still gets
+ * one: a client must never be left with a closed connection instead. */
 static enum MHD_Result queue_json(struct MHD_Connection *conn, request *r, unsigned status, json_t *reply)
 {
+	static const char fallback[] = "{\"Err\":\"strata serve: out of memory building the reply\"}";
 	char *text = reply ? json_dumps(reply, JSON_COMPACT) : NULL;
 	json_decref(reply);
-	if (!text)
-		return MHD_NO;
-	size_t len = strlen(text);
-	return queue(conn, r, status, MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE),
-		     CONTENT_TYPE_JSON);
+	struct MHD_Response *resp;
+	if (text) {
+		resp = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+	} else {
+		status = MHD_HTTP_INTERNAL_SERVER_ERROR;
+		snprintf(r->err.message, sizeof(r->err.message), "%s: out of memory building the reply", r->name);
+		resp = MHD_create_response_from_buffer(sizeof(fallback) - 1, (void *)fallback, MHD_RESPMEM_PERSISTENT);
+	}
+	if (resp && status == MHD_HTTP_SERVICE_UNAVAILABLE)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+	return queue(conn, r, status, resp, CONTENT_TYPE_JSON);
 }
 
 static enum MHD_Result queue_error(struct MHD_Connection *conn, request *r, unsigned status)
 {
 	if (!r->err.message[0])
 		snprintf(r->err.message, sizeof(r->err.message), "%s: %s", r->name, strerror(r->err.code));
-	return queue_json(conn, r, status, json_pack("{s:s}", "Err", r->err.message));
+	/* Messages quote names from disk and may be cut mid-character. */
+	return queue_json(conn, r, status, json_pack("{s:o}", "Err", json_string_lossy(r->err.message)));
 }
 
 static ssize_t diff_reader(void *cls, uint64_t pos, char *buf, size_t max)
@@ -247,7 +258,7 @@ static enum MHD_Result reply_json_call(struct MHD_Connection *conn, request *r)
 	json_error_t jerr;
 	json_t *args = NULL;
 	size_t i = 0;
-	while (i < r->body_len && strchr(" \t\r\n", r->body[i]))
+	while (i < r->body_len && (r->body[i] == ' ' || r->body[i] == '\t' || r->body[i] == '\r' || r->body[i] == '\n'))
 		i++;
 	/* Activate comes with no body, or "null". */
 	if (i == r->body_len)
@@ -297,7 +308,8 @@ static enum MHD_Result reply_json_call(struct MHD_Connection *conn, request *r)
 	return queue_json(conn, r, MHD_HTTP_OK, c.reply);
 }
 
-static request *request_new(plugin_server *s, struct MHD_Connection *conn, const char *url, const char *http_method)
+static request *request_new(plugin_server *s, struct MHD_Connection *conn, const char *url, const char *http_method,
+			    const char *version)
 {
 	request *r = calloc(1, sizeof(*r));
 	if (!r)
@@ -305,6 +317,20 @@ static request *request_new(plugin_server *s, struct MHD_Connection *conn, const
 	r->server = s;
 	clock_gettime(CLOCK_MONOTONIC, &r->start);
 	snprintf(r->name, sizeof(r->name), "%s", url[0] == '/' ? url + 1 : url);
+	pthread_mutex_lock(&s->lock);
+	bool stopping = s->stopping;
+	pthread_mutex_unlock(&s->lock);
+	if (stopping) {
+		request_fail(r, MHD_HTTP_SERVICE_UNAVAILABLE, "%s: strata serve is shutting down", LOG_VALUE(r->name));
+		return r;
+	}
+	/* HTTP/1.0 has no chunked encoding: a Diff that fails midway would end
+	 * like a complete one.  Docker speaks HTTP/1.1. */
+	if (strcmp(version, MHD_HTTP_VERSION_1_1)) {
+		request_fail(r, MHD_HTTP_HTTP_VERSION_NOT_SUPPORTED, "%s: %s is not supported (HTTP/1.1 only)",
+			     LOG_VALUE(r->name), LOG_VALUE(version));
+		return r;
+	}
 	if (strcmp(http_method, MHD_HTTP_METHOD_POST)) {
 		request_fail(r, MHD_HTTP_METHOD_NOT_ALLOWED, "%s: method %s not allowed (plugin calls are POST)",
 			     LOG_VALUE(r->name), LOG_VALUE(http_method));
@@ -324,7 +350,7 @@ static request *request_new(plugin_server *s, struct MHD_Connection *conn, const
 			request_fail(r, MHD_HTTP_BAD_REQUEST, "%s: the query has no id (?id=ID&parent=PARENT)",
 				     r->name);
 		else if (stream_apply_start(d, id, parent, &r->stream, &r->err) < 0)
-			request_fail(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "%s", r->err.message);
+			r->status = MHD_HTTP_INTERNAL_SERVER_ERROR; /* r->err says why */
 		return r;
 	}
 	r->method = plugin_method_find(r->name);
@@ -368,11 +394,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 				  const char *version, const char *upload_data, size_t *upload_data_size,
 				  void **con_cls)
 {
-	(void)version;
 	plugin_server *s = cls;
 	request *r = *con_cls;
 	if (!r) {
-		r = request_new(s, conn, url, method);
+		r = request_new(s, conn, url, method, version);
 		if (!r)
 			return MHD_NO;
 		*con_cls = r;
@@ -470,11 +495,11 @@ static int make_parent_dirs(const char *path, strata_error *err)
 
 /*
  * A listening socket at `path`, mode 0600 from the moment it exists (umask
- * around bind; chmod after, in case the umask did not apply).  A socket
+ * around bind, checked after).  A socket
  * file nobody listens on is a leftover of a server that died, and is
  * replaced; a live one, or anything that is not a socket, is refused.
  */
-static int listen_on(const char *path, int *ret_fd, ino_t *ret_ino, strata_error *err)
+static int listen_on(const char *path, int *ret_fd, struct stat *ret_id, strata_error *err)
 {
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	if (strlen(path) >= sizeof(sa.sun_path))
@@ -490,10 +515,14 @@ static int listen_on(const char *path, int *ret_fd, ino_t *ret_ino, strata_error
 		int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 		if (probe < 0)
 			return socket_error(err, errno, path, "socket");
-		int live = connect(probe, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+		int live = connect(probe, (struct sockaddr *)&sa, sizeof(sa)) == 0 ? 1
+			   : errno == ECONNREFUSED				   ? 0
+										   : -errno;
 		close(probe);
-		if (live)
+		if (live > 0)
 			return socket_error(err, EADDRINUSE, path, "another server is listening there");
+		if (live < 0)
+			return socket_error(err, -live, path, "cannot tell whether a server listens there");
 		if (unlink(path) < 0 && errno != ENOENT)
 			return socket_error(err, errno, path, "remove the stale socket");
 	}
@@ -508,29 +537,34 @@ static int listen_on(const char *path, int *ret_fd, ino_t *ret_ino, strata_error
 		close(fd);
 		return socket_error(err, e, path, "bind");
 	}
-	if (chmod(path, 0600) < 0 || lstat(path, &st) < 0 || listen(fd, 128) < 0) {
+	if (lstat(path, &st) < 0 || listen(fd, 128) < 0) {
 		e = errno;
 		close(fd);
 		unlink(path);
 		return socket_error(err, e, path, "listen");
 	}
+	if (!S_ISSOCK(st.st_mode) || (st.st_mode & 0177)) {
+		close(fd);
+		unlink(path);
+		return socket_error(err, EPERM, path, "the new socket is not mode 0600");
+	}
 	*ret_fd = fd;
-	*ret_ino = st.st_ino;
+	*ret_id = st;
 	return 0;
 }
 
 /* Removes the socket file if it is still ours (not one a newer server made). */
-static void unlink_socket(const char *path, ino_t ino)
+static void unlink_socket(const char *path, const struct stat *ours)
 {
 	struct stat st;
-	if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode) && st.st_ino == ino)
+	if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode) && st.st_dev == ours->st_dev && st.st_ino == ours->st_ino)
 		unlink(path);
 }
 
 static void wait_idle(plugin_server *s, unsigned seconds)
 {
 	struct timespec deadline;
-	clock_gettime(CLOCK_REALTIME, &deadline);
+	clock_gettime(CLOCK_MONOTONIC, &deadline);
 	deadline.tv_sec += seconds;
 	pthread_mutex_lock(&s->lock);
 	while (s->active > 0)
@@ -547,7 +581,11 @@ int plugin_serve(const plugin_config *cfg, strata_error *err)
 {
 	plugin_server s = {.cfg = cfg};
 	pthread_mutex_init(&s.lock, NULL);
-	pthread_cond_init(&s.idle, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&s.idle, &ca);
+	pthread_condattr_destroy(&ca);
 
 	/* A client gone mid-reply must be an EPIPE, not the end of us. */
 	signal(SIGPIPE, SIG_IGN);
@@ -560,19 +598,19 @@ int plugin_serve(const plugin_config *cfg, strata_error *err)
 	pthread_sigmask(SIG_BLOCK, &stop, NULL);
 
 	int fd = -1;
-	ino_t ino = 0;
-	int r = listen_on(cfg->socket_path, &fd, &ino, err);
+	struct stat ours;
+	int r = listen_on(cfg->socket_path, &fd, &ours, err);
 	if (r < 0)
 		return r;
 	struct MHD_Daemon *daemon = MHD_start_daemon(
 		MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG, 0, NULL,
-		NULL, on_request, &s, MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_NOTIFY_COMPLETED, on_completed, &s,
-		MHD_OPTION_CONNECTION_LIMIT, (unsigned)CONNECTION_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT,
-		(unsigned)CONNECTION_TIMEOUT, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONNECTION_MEMORY,
-		MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL, MHD_OPTION_END);
+		NULL, on_request, &s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL, MHD_OPTION_LISTEN_SOCKET, fd,
+		MHD_OPTION_NOTIFY_COMPLETED, on_completed, &s, MHD_OPTION_CONNECTION_LIMIT, (unsigned)CONNECTION_LIMIT,
+		MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)CONNECTION_TIMEOUT, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+		(size_t)CONNECTION_MEMORY, MHD_OPTION_END);
 	if (!daemon) {
 		close(fd);
-		unlink_socket(cfg->socket_path, ino);
+		unlink_socket(cfg->socket_path, &ours);
 		return socket_error(err, EIO, cfg->socket_path, "start the HTTP server (libmicrohttpd) failed");
 	}
 	plugin_log(PLUGIN_LOG_INFO, "msg=listening socket=%s driver=%s pid=%ld", LOG_VALUE(cfg->socket_path),
@@ -583,13 +621,18 @@ int plugin_serve(const plugin_config *cfg, strata_error *err)
 		;
 	plugin_log(PLUGIN_LOG_INFO, "msg=\"shutting down\" signal=%s", sig == SIGTERM ? "SIGTERM" : "SIGINT");
 
-	/* No new connections; the socket goes so nobody tries. */
+	/* No new connections; the socket goes so nobody tries.  Calls on open
+	 * keep-alive connections get 503 from here on. */
 	int lfd = MHD_quiesce_daemon(daemon);
-	if (lfd >= 0)
-		close(lfd);
-	unlink_socket(cfg->socket_path, ino);
+	unlink_socket(cfg->socket_path, &ours);
+	pthread_mutex_lock(&s.lock);
+	s.stopping = true;
+	pthread_mutex_unlock(&s.lock);
 	wait_idle(&s, cfg->grace_seconds);
 	MHD_stop_daemon(daemon);
+	/* Only now: MHD's threads may use the fd until they are gone. */
+	if (lfd >= 0)
+		close(lfd);
 
 	r = 0;
 	if (s.driver) {

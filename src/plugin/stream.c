@@ -199,15 +199,16 @@ ssize_t stream_read(plugin_stream *st, char *buf, size_t max, strata_error *err)
 		st->head_off += n;
 		return (ssize_t)n;
 	}
-	ssize_t n = -1;
+	ssize_t n = 0;
+	int read_errno = 0;
 	if (st->fd >= 0) {
 		do
 			n = read(st->fd, buf, max);
 		while (n < 0 && errno == EINTR);
 		if (n > 0)
 			return n;
+		read_errno = n < 0 ? errno : 0;
 	}
-	int read_errno = n < 0 ? errno : 0;
 	close_ours(st);
 	stream_join(st);
 	if (st->rc < 0) {

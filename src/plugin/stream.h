@@ -34,7 +34,7 @@ int stream_diff_start(strata_driver *d, const char *id, const char *parent, plug
  * negative when it failed (message in *err). */
 ssize_t stream_read(plugin_stream *st, char *buf, size_t max, strata_error *err);
 
-/* Stops whatever still runs (an apply is cancelled, so a body cut short
+/* Stops whatever still runs (an apply is cancelled, so a tar cut short
  * never becomes a layer; a diff gets EPIPE), waits for the thread and frees.
  * Accepts NULL; returns NULL. */
 plugin_stream *stream_free(plugin_stream *st);

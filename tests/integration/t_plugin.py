@@ -741,6 +741,54 @@ def main():
     def _():
         want_err(call(SOCK1, "GraphDriver.Exists", raw=b'{"ID": ["base"]}'), 400)
 
+    @case("Changes / Diff with Parent of the wrong type -> 400, logged as parent=- (no stray memory)")
+    def _():
+        for m in ("GraphDriver.Changes", "GraphDriver.Diff", "GraphDriver.DiffSize"):
+            want_err(call(SOCK1, m, raw=b'{"ID": "wtp", "Parent": 7}'), 400, ["Parent"])
+            # The line is written when the call ends, which may be just
+            # after the client has the reply.
+            for _ in range(50):
+                lines = log_lines(s1, m, "wtp")
+                if lines:
+                    break
+                time.sleep(0.02)
+            expect(lines and re.search(r"\sparent=-\s", lines[-1]), f"{m}: log line", *lines[-1:])
+
+    @case("Activate with a body of NUL bytes -> 400 (not taken for whitespace)")
+    def _():
+        want_err(call(SOCK1, "Plugin.Activate", raw=b"\0\0\0"), 400)
+
+    @case("an HTTP/1.0 request -> 505 (no chunked encoding: a failed Diff could not be told apart)")
+    def _():
+        s = raw_connect(SOCK1)
+        try:
+            s.sendall(b"POST /Plugin.Activate HTTP/1.0\r\nContent-Length: 0\r\n\r\n")
+            r = raw_response(s)
+        finally:
+            s.close()
+        want_err(r, 505, ["HTTP/1.0"])
+
+    @case("an error message cut mid-character is still a JSON reply (multibyte StorageOpt key)")
+    def _():
+        r = call(SOCK1, "GraphDriver.Create", {"ID": "mb", "StorageOpt": {"\u00e9" * 600: "1"}})
+        want_err(r, 400)
+        expect(not os.path.exists(os.path.join(H1, "layers", "mb")), "layers/mb was created")
+
+    @case("a file name that is not UTF-8: Changes -> 200, the bad byte as U+FFFD (as Go shows it)")
+    def _():
+        create(SOCK1, "latin1")
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT, encoding="utf-8",
+                          errors="surrogateescape") as tf:
+            ti = tarfile.TarInfo(b"caf\xe9.txt".decode("utf-8", "surrogateescape"))
+            ti.size, ti.mtime = 2, MTIME
+            tf.addfile(ti, io.BytesIO(b"ok"))
+        want_ok(apply(SOCK1, "latin1", buf.getvalue()), "Size")
+        expect(os.path.exists(os.path.join(H1.encode(), b"diff", b"latin1", b"caf\xe9.txt")), "file not on disk")
+        j = want_ok(call(SOCK1, "GraphDriver.Changes", {"ID": "latin1"}), "Changes")
+        expect_eq([c["Path"] for c in j["Changes"]], ["/caf\ufffd.txt"], "Changes paths")
+        want_ok(call(SOCK1, "GraphDriver.Remove", {"ID": "latin1"}))
+
     @case("unknown method /GraphDriver.Nope -> 404 with Err")
     def _():
         want_err(call(SOCK1, "GraphDriver.Nope", {"ID": "base"}), 404)
@@ -1456,6 +1504,8 @@ def main():
         want_ok(call(SOCK1, "GraphDriver.Get", {"ID": "top2", "MountLabel": ""}), "Dir")
         expect(len(overlays_under(H1)) == 2, f"fixture: overlays {overlays_under(H1)}")
         create(SOCK1, "inflight")
+        ka = UnixConn(SOCK1)
+        want_ok(request(SOCK1, "/Plugin.Activate", b"", conn=ka), "Implements")
         s = raw_connect(SOCK1)
         try:
             s.sendall(upload_head("inflight") + chunk(slow_tar[:100_000]))
@@ -1471,10 +1521,16 @@ def main():
                 inflight["late"] = repr(e)
             except http.client.HTTPException as e:
                 inflight["late"] = repr(e)
+            # A connection dockerd kept open is still there: its calls get 503.
+            try:
+                inflight["ka"] = request(SOCK1, "/GraphDriver.Create", b'{"ID":"late"}', conn=ka, timeout=5)
+            except (OSError, http.client.HTTPException) as e:
+                inflight["ka"] = repr(e)
             s.sendall(chunk(slow_tar[100_000:]) + b"0\r\n\r\n")
             r = raw_response(s)
         finally:
             s.close()
+            ka.close()
         j = want_ok(r, "Size")
         expect_eq(j["Size"], tar_size(slow_entries), "Size")
 
@@ -1483,6 +1539,13 @@ def main():
         expect("late" in inflight, "not tried")
         print(f"# (after SIGTERM: {inflight['late']})")
         expect(inflight["late"] != 200, "Activate answered 200 after SIGTERM")
+
+    @case("... a call on a connection kept alive from before SIGTERM gets 503 and changes nothing")
+    def _():
+        r = inflight.get("ka")
+        expect(isinstance(r, Reply), f"no reply: {r!r}")
+        want_err(r, 503, ["shutting down"])
+        expect(not os.path.exists(os.path.join(H1, "layers", "late")), "layers/late was created")
 
     @case("... S1 exits 0 within 10s")
     def _():
