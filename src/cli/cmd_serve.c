@@ -60,8 +60,6 @@ static int run_serve(const cli_globals *g, int argc, char **argv)
 	}
 	if (optind < argc)
 		return cli_usage_error(&cmd_serve, "unexpected argument \"%s\"", argv[optind]);
-	if (socket_path && name)
-		return cli_usage_error(&cmd_serve, "--socket and --name exclude each other");
 	if (!name)
 		name = "strata";
 	if (!name_ok(name))
@@ -71,14 +69,14 @@ static int run_serve(const cli_globals *g, int argc, char **argv)
 		snprintf(path, sizeof(path), PLUGIN_DIR "/%s.sock", name);
 		socket_path = path;
 	}
+	/* The name is also the prefix of Docker's storage options for us:
+	 * "<name>.key=value". */
 	plugin_config cfg = {
 		.socket_path = socket_path,
-		.name = "strata",
+		.name = name,
 		.options = g->options,
 		.grace_seconds = (unsigned)grace,
 	};
-	/* Docker's storage options for us read "<driver name>.key=value". */
-	cfg.name = name;
 	strata_error err;
 	if (plugin_serve(&cfg, &err) < 0)
 		return cli_fail(&err);
@@ -87,10 +85,11 @@ static int run_serve(const cli_globals *g, int argc, char **argv)
 
 const cli_command cmd_serve = {
 	.name = "serve",
-	.usage = "[--socket PATH | --name NAME] [--log-level LEVEL] [--grace SECONDS]",
+	.usage = "[--name NAME] [--socket PATH] [--log-level LEVEL] [--grace SECONDS]",
 	.summary = "serve Docker's graphdriver plugin protocol on a unix socket",
-	.help = "Listens on PATH, or on " PLUGIN_DIR "/NAME.sock (default NAME: strata), where\n"
-		"`dockerd --experimental --storage-driver NAME` finds it.  The socket is mode 0600.\n"
+	.help = "Listens on " PLUGIN_DIR "/NAME.sock (default NAME: strata), where\n"
+		"`dockerd --experimental --storage-driver NAME` finds it, or on PATH (then point\n"
+		"dockerd at it with /etc/docker/plugins/NAME.spec).  The socket is mode 0600.\n"
 		"The store is the Home that Docker's Init names (DATA_ROOT/NAME); --root is not used.\n"
 		"Driver options: -o before `serve`, then dockerd's --storage-opt values (with or\n"
 		"without the prefix \"NAME.\").  Logs go to stderr, one line per call (level, method,\n"
