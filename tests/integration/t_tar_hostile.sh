@@ -46,10 +46,14 @@ state() {
 	getfattr -R -h -d -m - --absolute-names "$OUTSIDE" "$R/diff/$id" 2>&1
 }
 
-# A full description of a tree, for comparing two extractions.
+# A full description of a tree, for comparing two extractions.  Not
+# compared: a directory's size, and a whiteout's mtime (the time of its
+# extraction: the tar header's is not kept, see README).
 describe() {
 	(cd "$1" && find . -mindepth 1 -print0 | LC_ALL=C sort -z |
-		xargs -0r stat -c '%n %F %a %u:%g %h %s %t:%T %Y %N' | sed 's/^\(.*directory [0-9]* [0-9:]* [0-9]*\) [0-9]* /\1 - /')
+		xargs -0r stat -c '%n %F %a %u:%g %h %s %t:%T %Y %N' |
+		sed -e 's/^\(.*directory [0-9]* [0-9:]* [0-9]*\) [0-9]* /\1 - /' \
+			-e 's/^\(.* character special file 0 [0-9:]* [0-9]* [0-9]* 0:0\) [0-9]* /\1 - /')
 	(cd "$1" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0r sha256sum)
 	(cd "$1" && getfattr -R -h -d -m - . 2>&1)
 }
