@@ -349,6 +349,8 @@ static int m_get_metadata(plugin_call *c)
 
 static int m_cleanup(plugin_call *c)
 {
+	/* dockerd calls this as it stops; it will Init again when it starts. */
+	server_forget_init(c->server);
 	return strata_cleanup(c->driver, &c->err);
 }
 

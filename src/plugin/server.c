@@ -31,6 +31,7 @@
 #include "log.h"
 #include "methods.h"
 #include "server.h"
+#include "state.h"
 #include "stream.h"
 
 #define JSON_BODY_MAX	    (64u << 10)
@@ -111,7 +112,18 @@ int server_init_driver(plugin_server *s, const char *home, const char *const *op
 	for (const char *const *o = options; o && *o && n < sizeof(opts); o++)
 		n += (size_t)snprintf(opts + n, sizeof(opts) - n, "%s%s", n ? "," : "", *o);
 	plugin_log(PLUGIN_LOG_INFO, "msg=initialised home=%s options=%s", LOG_VALUE(home), LOG_VALUE(opts));
+	r = state_save(s->cfg->socket_path, home, options);
+	if (r < 0)
+		plugin_log(PLUGIN_LOG_WARN,
+			   "msg=\"cannot record the Init; a restarted serve will wait for dockerd's next\" "
+			   "file=%s.init err=%s",
+			   LOG_VALUE(s->cfg->socket_path), LOG_VALUE(strerror(-r)));
 	return 0;
+}
+
+void server_forget_init(plugin_server *s)
+{
+	state_forget(s->cfg->socket_path);
 }
 
 /* HTTP status for a failed call: what the error was, as far as a client
@@ -577,6 +589,32 @@ static void wait_idle(plugin_server *s, unsigned seconds)
 			   seconds, left);
 }
 
+/* Reopens the store of the last Init, if any (state.h says why). */
+static void resume(plugin_server *s)
+{
+	char *home = NULL, **options = NULL;
+	int r = state_load(s->cfg->socket_path, &home, &options);
+	if (r == -ENOENT)
+		return;
+	if (r < 0) {
+		plugin_log(PLUGIN_LOG_WARN,
+			   "msg=\"cannot read the last Init; waiting for dockerd's\" file=%s.init err=%s",
+			   LOG_VALUE(s->cfg->socket_path), LOG_VALUE(strerror(-r)));
+		return;
+	}
+	strata_error err;
+	if (strata_driver_open(home, (const char *const *)options, STRATA_OPEN_INIT, &s->driver, &err) < 0)
+		plugin_log(PLUGIN_LOG_WARN,
+			   "msg=\"cannot reopen the store of the last Init; waiting for dockerd's\" err=%s",
+			   LOG_VALUE(err.message));
+	else
+		plugin_log(PLUGIN_LOG_INFO, "msg=\"reopened the store of the last Init\" home=%s", LOG_VALUE(home));
+	for (char **o = options; *o; o++)
+		free(*o);
+	free(options);
+	free(home);
+}
+
 int plugin_serve(const plugin_config *cfg, strata_error *err)
 {
 	plugin_server s = {.cfg = cfg};
@@ -602,6 +640,7 @@ int plugin_serve(const plugin_config *cfg, strata_error *err)
 	int r = listen_on(cfg->socket_path, &fd, &ours, err);
 	if (r < 0)
 		return r;
+	resume(&s);
 	struct MHD_Daemon *daemon = MHD_start_daemon(
 		MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG, 0, NULL,
 		NULL, on_request, &s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL, MHD_OPTION_LISTEN_SOCKET, fd,

@@ -13,3 +13,5 @@ strata_driver *server_driver(plugin_server *s);
 /* Opens (creating and recovering) the store at `home` with `options` and
  * makes it the driver for the calls that follow. */
 int server_init_driver(plugin_server *s, const char *home, const char *const *options, strata_error *err);
+/* Forgets the last Init (see state.h): dockerd is going away. */
+void server_forget_init(plugin_server *s);

@@ -136,7 +136,8 @@ plugin_start() {
 	shift 2
 	local sock
 	sock=$(plugin_sock "$name")
-	if [[ -e $sock ]]; then
+	# PLUGIN_REPLACE=1: the socket is a dead server's, for serve to replace.
+	if [[ -e $sock && -z ${PLUGIN_REPLACE:-} ]]; then
 		echo "docker_lib: $sock already exists (another plugin of that name?)" >&2
 		return 1
 	fi
@@ -180,6 +181,9 @@ dk_stop_all() {
 	local t n
 	for t in "${!DK_PID[@]}"; do [[ -n ${DK_PID[$t]} ]] && dk_stop "$t"; done
 	for n in "${!PLUGIN_PID[@]}"; do [[ -n ${PLUGIN_PID[$n]} ]] && plugin_stop "$n"; done
+	# A serve's record of dockerd's Init, left if dockerd could not call
+	# Cleanup (the plugin was dead by then).
+	for n in "${!PLUGIN_LOG[@]}"; do rm -f "$(plugin_sock "$n").init"; done
 	return 0
 }
 

@@ -513,6 +513,42 @@ if ! "$STRATA" serve --help >/dev/null 2>&1; then
 fi
 scenario s "$PLUGIN"
 
+# ------------------------------------------- strata serve restarted alone
+
+# dockerd sends Init only when it starts.  A strata serve that crashes (or
+# that systemd restarts) under a running dockerd must take up the same
+# store again from its record of that Init.
+if start r "$PLUGIN"; then
+	tar -C "$ROOTFS" -c . | dk r import - strata-it/restart >/dev/null 2>&1
+	dis r "restart: an image runs before the crash" "keep" run --rm --network none strata-it/restart cat /data/keep
+	kill -KILL "${PLUGIN_PID[$PLUGIN]}" 2>/dev/null
+	wait "${PLUGIN_PID[$PLUGIN]}" 2>/dev/null
+	PLUGIN_PID[$PLUGIN]=
+	if PLUGIN_REPLACE=1 plugin_start "$PLUGIN" "$PLUGIN_LOGFILE"; then
+		pass "restart: strata serve starts again on the stale socket of the killed one"
+		# Logged just before it starts taking calls, which may be just
+		# after the socket appears.
+		for ((i = 0; i < 50; i++)); do
+			grep -q 'msg="reopened the store of the last Init"' "$PLUGIN_LOGFILE" && break
+			sleep 0.1
+		done
+		grep -q 'msg="reopened the store of the last Init"' "$PLUGIN_LOGFILE" &&
+			pass "restart: it reopened the store of dockerd's Init" ||
+			fail "restart: it reopened the store of dockerd's Init" "$(tail -n 5 "$PLUGIN_LOGFILE")"
+		dis r "restart: the same dockerd runs the image again, without a restart of its own" "keep" \
+			run --rm --network none strata-it/restart cat /data/keep
+		dcheck r "restart: and removes it" rmi strata-it/restart
+		check_store_empty r "restart"
+	else
+		fail "restart: strata serve starts again on the stale socket of the killed one"
+	fi
+	stop r "restart: final stop"
+	[ ! -e "$(plugin_sock "$PLUGIN").init" ] && pass "restart: dockerd's Cleanup made serve forget the Init" ||
+		fail "restart: $(plugin_sock "$PLUGIN").init is still there after dockerd's Cleanup"
+else
+	fail "restart: dockerd and strata serve start"
+fi
+
 # ---------------------------------------------------------------- both agree
 
 if [[ -s $W/s.diff && -s $W/o.diff ]]; then

@@ -2,7 +2,7 @@
 """`strata serve` at the protocol level: Docker's legacy graphdriver plugin
 protocol (HTTP/1.1 on a unix socket), as dockerd speaks it.  Prints TAP.
 
-Three servers, each on a socket in a scratch dir under /var/tmp:
+Four servers, each on a socket in a scratch dir under /var/tmp:
 
   S1  the main one: startup (socket mode, refusals), Activate, the calls
       before Init, Init, every GraphDriver method's happy path (a 3-layer
@@ -17,6 +17,10 @@ Three servers, each on a socket in a scratch dir under /var/tmp:
       an upload stalled (bounded by --grace 5).
   S3  a stale socket file is replaced; SIGINT with an idle keep-alive
       connection and a half-sent request (no call in flight: no waiting).
+  S4  restarted under a dockerd that will not Init again: killed with
+      SIGKILL and started on the same socket, it reopens the last Init's
+      store (SOCKET.init); after Cleanup, or with a corrupt SOCKET.init,
+      it waits for an Init.
 
     STRATA_BIN=build/strata python3 tests/integration/t_plugin.py
     STRATA_IT_LOGDIR=DIR   keep a copy of each server's stderr in DIR
@@ -57,6 +61,8 @@ H2 = os.path.join(TMP, "home2")
 SOCK1 = os.path.join(TMP, "s1.sock")
 SOCK2 = os.path.join(TMP, "s2.sock")
 SOCK3 = os.path.join(TMP, "s3.sock")
+H4 = os.path.join(TMP, "home4")
+SOCK4 = os.path.join(TMP, "s4.sock")
 OUTSIDE = os.path.join(TMP, "outside")  # where hostile entries aim
 
 # ---------------------------------------------------------------- TAP
@@ -1495,6 +1501,74 @@ def main():
             idle.close()
             half.close()
 
+    # ---------------------------------------------------- S4: restart resumes the last Init
+    def s4_start(tag):
+        srv = Server(f"s4{tag}", SOCK4)
+        srv.wait_ready()
+        return srv
+
+    def s4_kill(srv):
+        srv.proc.kill()
+        srv.proc.wait(timeout=10)
+
+    s4 = {}
+
+    @case("S4 Init records Home and Options in SOCKET.init, mode 0600")
+    def _():
+        s4["a"] = s4_start("a")
+        want_ok(call(SOCK4, "GraphDriver.Init", {"Home": H4, "Opts": ["strata.mountapi=legacy"]}))
+        create(SOCK4, "r1")
+        want_ok(apply(SOCK4, "r1", mktar([F("kept", b"across a restart")])), "Size")
+        st = os.lstat(SOCK4 + ".init")
+        expect_eq(stat.S_IMODE(st.st_mode), 0o600, "mode")
+        with open(SOCK4 + ".init") as f:
+            j = json.load(f)
+        expect_eq(j, {"Home": H4, "Options": ["mountapi=legacy"]}, "SOCKET.init")  # the prefix stripped
+
+    @case("... killed (SIGKILL) and started again on the same socket, it serves the store without an Init")
+    def _():
+        s4_kill(s4["a"])
+        s4["b"] = s4_start("b")
+        expect(s4["b"].wait_log(r'msg="reopened the store of the last Init"'), "no reopen log line",
+               *s4["b"].log_tail())
+        j = want_ok(call(SOCK4, "GraphDriver.Exists", {"ID": "r1"}), "Exists")
+        expect_eq(j["Exists"], True, "Exists r1")
+        j = want_ok(call(SOCK4, "GraphDriver.Get", {"ID": "r1", "MountLabel": ""}), "Dir")
+        with open(os.path.join(j["Dir"], "kept"), "rb") as f:
+            expect_eq(f.read(), b"across a restart", "r1/kept")
+        want_ok(call(SOCK4, "GraphDriver.Put", {"ID": "r1"}))
+        j = want_ok(call(SOCK4, "GraphDriver.Status"), "Status")
+        expect("legacy" in json.dumps(j["Status"]), f"the recorded options were not applied: {j}")
+
+    @case("... Cleanup (dockerd stopping) forgets it: the next start waits for an Init")
+    def _():
+        want_ok(call(SOCK4, "GraphDriver.Cleanup"))
+        expect(not os.path.lexists(SOCK4 + ".init"), "SOCKET.init still there after Cleanup")
+        s4_kill(s4["b"])
+        s4["c"] = s4_start("c")
+        want_err(call(SOCK4, "GraphDriver.Exists", {"ID": "r1"}), contains=["init"])
+
+    @case("... a corrupt SOCKET.init: starts, warns naming the file, waits for an Init")
+    def _():
+        s4_kill(s4["c"])
+        with open(SOCK4 + ".init", "w") as f:
+            f.write('{"Home": 7')
+        s4["d"] = s4_start("d")
+        line = s4["d"].wait_log(r"level=warn.*cannot read the last Init")
+        expect(line and "s4.sock.init" in line, "no warning naming the file", *s4["d"].log_tail())
+        want_err(call(SOCK4, "GraphDriver.Exists", {"ID": "r1"}), contains=["init"])
+        want_ok(call(SOCK4, "GraphDriver.Init", {"Home": H4, "Opts": []}))
+        j = want_ok(call(SOCK4, "GraphDriver.Exists", {"ID": "r1"}), "Exists")
+        expect_eq(j["Exists"], True, "Exists r1 after Init")
+
+    @case("... SIGTERM: exits 0, socket removed, SOCKET.init kept (dockerd did not Cleanup), no mounts")
+    def _():
+        rc = s4["d"].signal_and_wait(signal.SIGTERM, 10)
+        expect_eq(rc, 0, "exit code")
+        expect(not os.path.lexists(SOCK4), "socket file still there")
+        expect(os.path.isfile(SOCK4 + ".init"), "SOCKET.init removed by a SIGTERM")
+        expect(not mounts_under(H4), f"mounted: {mounts_under(H4)}")
+
     # ---------------------------------------------------- S1: SIGTERM
     inflight = {}
 
@@ -1587,7 +1661,7 @@ def cleanup():
         os.makedirs(keep, exist_ok=True)
         for s in SERVERS:
             shutil.copy(s.log_path, os.path.join(keep, os.path.basename(s.log_path)))
-    for home in (H1, H2):
+    for home in (H1, H2, H4):
         if os.path.isdir(os.path.join(home, "mnt")):
             try:
                 subprocess.run([STRATA, "--root", home, "cleanup"], stdout=subprocess.DEVNULL,
