@@ -202,6 +202,58 @@ STRATA_API int strata_changes(strata_driver *driver, const char *id, const char 
 			      const strata_tar_options *options, strata_change_list *ret_changes, strata_error *err);
 STRATA_API void strata_change_list_clear(strata_change_list *list);
 
+/* ---- thin layers (SPEC section 4) ----
+ * A layer whose diff dir holds thin.json has its files on a shared
+ * read-only filesystem.  Driver options:
+ *   thin.root=PATH          where repositories are mounted (default /cvmfs)
+ *   thin.mount=external|internal
+ *                           repositories are mounted already (default), or
+ *                           strata mounts each on first use and unmounts it
+ *                           after its last user
+ *   thin.mount_cmd=CMD, thin.umount_cmd=CMD
+ *                           sh -c commands for internal mounts, with
+ *                           $STRATA_REPO and $STRATA_MOUNTPOINT set
+ *                           (default: mount -t cvmfs / umount)
+ *   thin.publisher=dir:PATH|cmd:CMD
+ *                           where a diff on a thin image publishes layers
+ *   thin.repo=NAME          the repository they go to (default: that of the
+ *                           image's top layer)
+ *   thin.timeout=SECONDS    for each command (default 300)
+ */
+
+typedef struct strata_thin_layer {
+	char *digest; /* sha256, lowercase hex */
+	char *url;    /* cvmfs://<repo>/<path> */
+	char *path;   /* the dir it resolves to; NULL when it does not */
+	int status;   /* 0, or a negative errno: -ENOENT missing, -EBADMSG digest mismatch */
+	char *detail; /* why, when status is not 0 */
+} strata_thin_layer;
+
+typedef struct strata_thin_report {
+	char *json; /* the layer's thin.json, canonical form */
+	size_t n;
+	strata_thin_layer *layers; /* base first */
+} strata_thin_report;
+
+enum {
+	/* inspect: also hash each layer's content and compare its digest. */
+	STRATA_THIN_VERIFY = 1u << 0,
+};
+
+/* Describes thin layer `id`: every layer of its image and where it
+ * resolves.  Returns the number of layers with a problem (0: all good) or
+ * a negative errno (not a thin layer, unreadable thin.json, ...). */
+STRATA_API int strata_thin_inspect(strata_driver *driver, const char *id, unsigned flags, strata_thin_report *ret,
+				   strata_error *err);
+STRATA_API void strata_thin_report_clear(strata_thin_report *report);
+
+/* Publishes the chain of `id` (the layers above its thin image, if it is
+ * on one; else all) into repository `repo` ("NAME" or "cvmfs://NAME")
+ * with `publisher` (NULL: thin.publisher) and returns in *ret_json (caller
+ * frees) the thin.json of a thin image for it. */
+STRATA_API int strata_thin_make(strata_driver *driver, const char *id, const char *repo, const char *publisher,
+				char **ret_json, strata_error *err);
+
 /* 0 if `id` is a valid layer id, -EINVAL (with a message) if not. */
 STRATA_API int strata_id_validate(const char *id, strata_error *err);
 

@@ -14,8 +14,8 @@
 #define DEFAULT_ROOT "/var/lib/strata"
 
 static const cli_command *const commands[] = {
-	&cmd_init, &cmd_create, &cmd_rm,      &cmd_exists, &cmd_mount,	  &cmd_umount,	&cmd_apply,
-	&cmd_diff, &cmd_size,	&cmd_changes, &cmd_status, &cmd_metadata, &cmd_cleanup, &cmd_serve,
+	&cmd_init, &cmd_create,	 &cmd_rm,     &cmd_exists,   &cmd_mount,   &cmd_umount, &cmd_apply, &cmd_diff,
+	&cmd_size, &cmd_changes, &cmd_status, &cmd_metadata, &cmd_cleanup, &cmd_thin,	&cmd_serve,
 };
 
 const cli_command *cli_find(const char *name)
@@ -101,7 +101,10 @@ static void usage(FILE *f)
 		   "options:\n"
 		   "  --root DIR        store root (default " DEFAULT_ROOT ", or $STRATA_ROOT)\n"
 		   "  -o KEY=VALUE      driver option, repeatable: engine=overlay,\n"
-		   "                    mountapi=auto|new|legacy, uidmap=C:H:N, gidmap=C:H:N\n"
+		   "                    mountapi=auto|new|legacy, uidmap=C:H:N, gidmap=C:H:N,\n"
+		   "                    thin.root=DIR, thin.mount=external|internal,\n"
+		   "                    thin.mount_cmd=CMD, thin.umount_cmd=CMD, thin.repo=NAME,\n"
+		   "                    thin.publisher=dir:PATH|cmd:CMD, thin.timeout=S\n"
 		   "  -h, --help        this help; COMMAND --help for a command's\n\n"
 		   "commands:\n");
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)

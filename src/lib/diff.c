@@ -76,6 +76,30 @@ static int dir_is_empty(int dirfd)
 	}
 }
 
+/* A tar that makes a thin layer must hold a valid thin.json and nothing
+ * else (what else it held would never be seen); the store then knows it
+ * has thin layers. */
+static int check_thin(strata_driver *d, int sfd, strata_error *err)
+{
+	thin_image img = {0};
+	int r = thin_read_at(sfd, &img, err);
+	thin_image_release(&img);
+	if (r <= 0)
+		return r;
+	_cleanup_strv_free_ char **names = NULL;
+	r = fs_list_dir(sfd, &names);
+	if (r < 0)
+		return error_set(err, r, "read the extracted layer");
+	if (strv_length(names) != 1)
+		return error_setf(err, -EINVAL,
+				  "the tar holds " THIN_FILE
+				  " and %zu other entries at its top: a thin layer holds only " THIN_FILE,
+				  strv_length(names) - 1);
+	_cleanup_close_ int fd = -1;
+	r = driver_thin_dir(d, true, &fd);
+	return r < 0 ? error_set(err, r, "mkdir %s/thin", d->store->root) : 0;
+}
+
 static int apply_layer(strata_driver *d, const char *id, const char *parent, int in_fd, const tar_opts *o,
 		       uint64_t *ret_size, strata_error *err)
 {
@@ -147,6 +171,9 @@ static int apply_layer(strata_driver *d, const char *id, const char *parent, int
 		goto fail;
 	r = tar_extract(a, start >= 0 ? in_fd : -1, start, sfd, o, &size, err);
 	archive_read_free(a);
+	if (r < 0)
+		goto fail;
+	r = check_thin(d, sfd, err);
 	if (r < 0)
 		goto fail;
 	/* Whoever feeds the input may know it was cut short where the tar
@@ -299,6 +326,20 @@ static int diff_layer(strata_driver *d, const char *id, const char *parent, int 
 	int r = layer_view_open(d, id, parent, o->flags, &v, err);
 	if (r < 0)
 		return r;
+	if (v.dfd >= 0) {
+		/* On a thin image, committing publishes (thinlayer.c). */
+		_cleanup_(chain_plan_release) chain_plan plan = {0};
+		r = chain_plan_read(d, id, v.parents, &plan, err);
+		if (r >= 0 && plan.image.n > 0 && !plan.self) {
+			r = thin_commit(d, id, v.dfd, &plan, v.parents, out_fd, o, err);
+			layer_view_close(&v);
+			return r;
+		}
+		if (r < 0) {
+			layer_view_close(&v);
+			return r;
+		}
+	}
 	tar_writer *w = NULL;
 	trees t = {.new_fd = -1, .old_fd = -1};
 	change_list changes = {0};
@@ -334,17 +375,25 @@ int strata_diff(strata_driver *d, const char *id, const char *parent, int fd, co
 	return r < 0 ? error_prefix(err, r, "diff %s", QUOTE(id)) : 0;
 }
 
-/* The parents' diff dirs, nearest first. */
-static int open_lowers(store *s, char *const *parents, int **ret, size_t *ret_n, strata_error *err)
+/* The dirs under the layer's own, nearest first: the parents' diff dirs,
+ * or with a thin image, the store layers above it and the image's dirs. */
+static int open_lowers(strata_driver *d, char *const *parents, const chain_plan *plan, int **ret, size_t *ret_n,
+		       strata_error *err)
 {
-	size_t n = strv_length(parents);
+	store *s = d->store;
+	size_t n_thin = strv_length(plan->dirs), n = plan->n_store + n_thin;
 	int *fds = malloc((n ? n : 1) * sizeof(int));
 	if (!fds)
 		return -ENOMEM;
 	for (size_t i = 0; i < n; i++) {
-		fds[i] = openat(s->diff_fd, parents[i], O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (i < plan->n_store)
+			fds[i] = openat(s->diff_fd, parents[i], O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		else
+			fds[i] = open(plan->dirs[i - plan->n_store], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 		if (fds[i] < 0) {
-			int r = error_set(err, negerrno(), "open %s/diff/%s", s->root, parents[i]);
+			int r = i < plan->n_store
+					? error_set(err, negerrno(), "open %s/diff/%s", s->root, parents[i])
+					: error_set(err, negerrno(), "open %s", plan->dirs[i - plan->n_store]);
 			while (i-- > 0)
 				close(fds[i]);
 			free(fds);
@@ -363,6 +412,35 @@ static void close_lowers(int *fds, size_t n)
 	free(fds);
 }
 
+/* The fast path's changes: the diff dir against the dirs under it. */
+static int own_changes(strata_driver *d, const char *id, layer_view *v, change_list *ret, strata_error *err)
+{
+	_cleanup_(chain_plan_release) chain_plan plan = {0};
+	int r = chain_plan_read(d, id, v->parents, &plan, err);
+	if (r < 0)
+		return r;
+	if (plan.self) { /* its changes are its thin.json over its parents' */
+		chain_plan_release(&plan);
+		plan.n_store = strv_length(v->parents);
+	}
+	/* Reading the image needs its repositories, held as one more user. */
+	char holder[STRATA_ID_MAX + sizeof("@changes")];
+	snprintf(holder, sizeof(holder), "%s@changes", id);
+	r = chain_plan_acquire(d, holder, &plan, err);
+	if (r < 0)
+		return r;
+	int *lowers = NULL;
+	size_t n = 0;
+	r = open_lowers(d, v->parents, &plan, &lowers, &n, err);
+	if (r >= 0) {
+		r = changes_layer(v->dfd, lowers, n, ret, err);
+		close_lowers(lowers, n);
+	}
+	if (plan.acquired)
+		thin_release_holder(d, holder, NULL);
+	return r;
+}
+
 static int layer_changes(strata_driver *d, const char *id, const char *parent, unsigned flags, change_list *ret,
 			 strata_error *err)
 {
@@ -376,13 +454,7 @@ static int layer_changes(strata_driver *d, const char *id, const char *parent, u
 		if (r >= 0)
 			trees_release(&t);
 	} else {
-		int *lowers = NULL;
-		size_t n = 0;
-		r = open_lowers(d->store, v.parents, &lowers, &n, err);
-		if (r >= 0) {
-			r = changes_layer(v.dfd, lowers, n, ret, err);
-			close_lowers(lowers, n);
-		}
+		r = own_changes(d, id, &v, ret, err);
 	}
 	layer_view_close(&v);
 	return r;

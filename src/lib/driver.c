@@ -76,6 +76,7 @@ strata_driver *strata_driver_free(strata_driver *d)
 	if (!d)
 		return NULL;
 	store_free(d->store);
+	thin_config_release(&d->thin);
 	idmap_release(&d->uids);
 	idmap_release(&d->gids);
 	free(d);
@@ -162,7 +163,11 @@ static int parse_options(strata_driver *d, const char *const *options, overlay_a
 			if (r < 0)
 				return error_prefix(err, r, "driver option %.*s", (int)kl, *o);
 		} else {
-			return error_setf(err, -EINVAL, "unknown driver option \"%.*s\"", (int)kl, *o);
+			int r = thin_config_set(&d->thin, *o, kl, v, err);
+			if (r < 0)
+				return r;
+			if (r == 0)
+				return error_setf(err, -EINVAL, "unknown driver option \"%.*s\"", (int)kl, *o);
 		}
 	}
 	return 0;
@@ -220,8 +225,11 @@ static int driver_open(const char *root, const char *const *options, unsigned fl
 	if (!d)
 		return -ENOMEM;
 
+	int r = thin_config_init(&d->thin);
+	if (r < 0)
+		return r;
 	overlay_api want;
-	int r = parse_options(d, options, &want, err);
+	r = parse_options(d, options, &want, err);
 	if (r < 0)
 		return error_prefix(err, r, "%s %s", op, root);
 
@@ -338,6 +346,17 @@ static int status(strata_driver *d, strata_kv_list *ret_status, strata_error *er
 	r = r < 0 ? r : kv_add(&l, "SELinux Labels", "%s", d->selinux ? "true" : "false");
 	r = r < 0 ? r : kv_add(&l, "Layers", "%zu", layers);
 	r = r < 0 ? r : kv_add(&l, "Mounted", "%zu", overlays);
+	r = r < 0 ? r : kv_add(&l, "Thin Root", "%s", d->thin.root);
+	r = r < 0 ? r : kv_add(&l, "Thin Mount Method", "%s", d->thin.internal ? "internal" : "external");
+	r = r < 0 ? r : kv_add(&l, "Thin Publisher", "%s", d->thin.publisher ? d->thin.publisher : "none");
+	if (r >= 0 && d->thin.internal) {
+		_cleanup_close_ int tfd = -1;
+		_cleanup_strv_free_ char **repos = NULL;
+		if (driver_thin_dir(d, false, &tfd) >= 0 && thin_repos_describe(tfd, &repos) >= 0) {
+			for (char **p = repos; *p && r >= 0; p++)
+				r = kv_add(&l, "Thin Repository", "%s", *p);
+		}
+	}
 	if (r < 0) {
 		strata_kv_list_clear(&l);
 		return error_set(err, r, "status");

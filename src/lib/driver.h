@@ -7,6 +7,7 @@
 #include "store/store.h"
 #include "strata.h"
 #include "tar/tar.h"
+#include "thin/repo.h"
 #include "union/union.h"
 
 struct strata_driver {
@@ -16,6 +17,8 @@ struct strata_driver {
 	bool selinux;
 	char backing_fs[32];
 	idmap uids, gids; /* container -> host, for layer tars */
+	thin_config thin;
+	bool thin_seen; /* ROOT/thin exists: some layer may be thin */
 };
 
 /* Every trace of `id` except its chain file: its union is unmounted, the
@@ -54,3 +57,43 @@ int kv_add(strata_kv_list *list, const char *key, const char *fmt, ...) __attrib
 
 /* "ROOT/<sub>/<id>" (caller frees), NULL on ENOMEM. */
 char *driver_path(const strata_driver *d, const char *sub, const char *id);
+
+/* ---- thin layers (thinlayer.c) ---- */
+
+/* How a layer's chain is mounted when thin layers are in it.  Below the
+ * topmost thin layer nothing counts: its thin.json lists the whole image. */
+typedef struct chain_plan {
+	size_t n_store;	  /* parents[0 .. n_store-1]: store layers above the thin image */
+	thin_image image; /* the topmost thin layer's image; image.n == 0: no thin layer */
+	char *thin_id;	  /* that layer's id */
+	bool self;	  /* the layer itself is thin: a read-only union of its image */
+	char **dirs;	  /* the image's layer dirs, top first (chain_plan_acquire) */
+	char **repos;	  /* the repositories they live in, each once */
+	bool acquired;	  /* repositories held for the layer (internal method) */
+} chain_plan;
+
+/* Reads the thin.json files of `id` and its parents, nearest first, up to
+ * the first thin one.  Cheap when the store has never had a thin layer. */
+int chain_plan_read(strata_driver *d, const char *id, char *const *parents, chain_plan *ret, strata_error *err);
+/* Mounts the repositories (internal method, held by `holder`) and resolves
+ * every thin layer to its dir.  On failure nothing stays held. */
+int chain_plan_acquire(strata_driver *d, const char *holder, chain_plan *p, strata_error *err);
+void chain_plan_release(chain_plan *p);
+/* After mnt/<holder> is unmounted: drops what it held. */
+int thin_release_holder(strata_driver *d, const char *holder, strata_error *err);
+
+/* Drops the repository holds of layers whose union is not mounted (all of
+ * them unless only_stale), then unmounts the repositories strata mounted
+ * that nothing holds. */
+int thin_prune(strata_driver *d, bool only_stale, strata_error *err);
+
+/* Reads diff/<id>/thin.json: 1 if the layer is thin, 0 if not. */
+int layer_thin_read(strata_driver *d, const char *id, thin_image *ret, strata_error *err);
+/* ROOT/thin, made on first use (create). -ENOENT if missing and !create. */
+int driver_thin_dir(strata_driver *d, bool create, int *ret_fd);
+
+/* A diff of a layer on a thin image: publishes it (and the store layers
+ * between it and the image, but Docker's -init layers) and writes a tar
+ * holding only the new thin.json to out_fd.  dfd is the layer's diff dir. */
+int thin_commit(strata_driver *d, const char *id, int dfd, const chain_plan *plan, char *const *parents, int out_fd,
+		const tar_opts *o, strata_error *err);

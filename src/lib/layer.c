@@ -29,7 +29,8 @@ int layer_unmount(strata_driver *d, const char *id, strata_error *err)
 	_cleanup_free_ char *target = driver_path(d, "mnt", id);
 	if (!target)
 		return -ENOMEM;
-	return union_unmount(target, err);
+	int r = union_unmount(target, err);
+	return r < 0 ? r : thin_release_holder(d, id, err);
 }
 
 /* Renames <dirfd>/<id> to <id>-removing (replacing the debris of an

@@ -22,30 +22,46 @@
 #include "util/fs.h"
 #include "util/macro.h"
 
-static int mount_chain(strata_driver *d, const char *id, char **parents, const char *label, strata_error *err)
+/* The union of a chain: the store layers above any thin image, then the
+ * thin image's dirs (plan.dirs), all read-only under the layer's own diff
+ * dir; a thin layer itself is a read-only union of its image. */
+static int mount_chain(strata_driver *d, const char *id, char **parents, const chain_plan *plan, const char *label,
+		       strata_error *err)
 {
 	store *s = d->store;
-	size_t n = strv_length(parents);
+	size_t n_store = plan->n_store, n_thin = strv_length(plan->dirs);
+	/* Overlay wants two lowers when there is no upper. */
+	bool pad = plan->self && n_thin == 1;
+	size_t n = n_store + n_thin + pad;
 
 	_cleanup_free_ char *target = driver_path(d, "mnt", id);
-	_cleanup_free_ char *upper = driver_path(d, "diff", id);
-	_cleanup_free_ char *work = driver_path(d, "work", id);
+	_cleanup_free_ char *upper = plan->self ? NULL : driver_path(d, "diff", id);
+	_cleanup_free_ char *work = plan->self ? NULL : driver_path(d, "work", id);
+	_cleanup_free_ char *empty = NULL;
+	if (pad && asprintf(&empty, "%s/thin/empty", s->root) < 0)
+		return -ENOMEM;
 	_cleanup_free_ char *short_upper = NULL, *short_work = NULL;
-	/* One allocation for all lower paths: ROOT/diff/<id> each. */
+	/* One allocation for the store's lower paths: ROOT/diff/<id> each. */
 	size_t stride = strlen(s->root) + sizeof("/diff/") + STRATA_ID_MAX;
-	_cleanup_free_ char *lower_buf = malloc(n * stride);
+	_cleanup_free_ char *lower_buf = malloc((n_store ? n_store : 1) * stride);
 	_cleanup_free_ char **lowers = calloc(n + 1, sizeof(char *));
 	_cleanup_free_ char *short_buf = NULL;
 	_cleanup_free_ char **short_lowers = NULL;
-	if (!target || !upper || !work || !lower_buf || !lowers)
+	if (!target || (!plan->self && (!upper || !work)) || (pad && !empty) || !lower_buf || !lowers)
 		return -ENOMEM;
-	size_t longest = strlen(upper);
+	size_t longest = upper ? strlen(upper) : 0;
 	for (size_t i = 0; i < n; i++) {
-		lowers[i] = lower_buf + i * stride;
-		int w = snprintf(lowers[i], stride, "%s/diff/%s", s->root, parents[i]);
-		if ((size_t)w > longest)
-			longest = (size_t)w;
+		if (i < n_store) {
+			lowers[i] = lower_buf + i * stride;
+			snprintf(lowers[i], stride, "%s/diff/%s", s->root, parents[i]);
+		} else {
+			lowers[i] = i - n_store < n_thin ? plan->dirs[i - n_store] : empty;
+		}
+		if (strlen(lowers[i]) > longest)
+			longest = strlen(lowers[i]);
 	}
+	if (pad && mkdir(empty, 0755) < 0 && errno != EEXIST)
+		return error_set(err, negerrno(), "mkdir %s", empty);
 
 	union_request req = {
 		.target = target,
@@ -65,12 +81,17 @@ static int mount_chain(strata_driver *d, const char *id, char **parents, const c
 		api = OVERLAY_API_LEGACY;
 
 	if (api == OVERLAY_API_LEGACY) {
-		short_buf = malloc(n * (STORE_LINK_LEN + 1));
+		short_buf = malloc((n_store ? n_store : 1) * (STORE_LINK_LEN + 1));
 		short_lowers = calloc(n + 1, sizeof(char *));
-		if (!short_buf || !short_lowers || asprintf(&short_upper, "../diff/%s", id) < 0 ||
-		    asprintf(&short_work, "../work/%s", id) < 0)
+		if (!short_buf || !short_lowers ||
+		    (upper &&
+		     (asprintf(&short_upper, "../diff/%s", id) < 0 || asprintf(&short_work, "../work/%s", id) < 0)))
 			return -ENOMEM;
 		for (size_t i = 0; i < n; i++) {
+			if (i >= n_store) { /* outside the store: absolute */
+				short_lowers[i] = lowers[i];
+				continue;
+			}
 			short_lowers[i] = short_buf + i * (STORE_LINK_LEN + 1);
 			int r = link_read(s, parents[i], short_lowers[i]);
 			if (r < 0)
@@ -100,13 +121,18 @@ static int get_layer(strata_driver *d, const char *id, const char *label, char *
 	if (r < 0)
 		return error_set(err, r, "read %s/refs/%s", s->root, id);
 
-	bool has_parents = parents[0] != NULL;
-	_cleanup_free_ char *path = driver_path(d, has_parents ? "mnt" : "diff", id);
+	_cleanup_(chain_plan_release) chain_plan plan = {0};
+	r = chain_plan_read(d, id, parents, &plan, err);
+	if (r < 0)
+		return r;
+	/* A base layer is its diff dir; a thin one is the union of its image. */
+	bool needs_mount = parents[0] != NULL || plan.self;
+	_cleanup_free_ char *path = driver_path(d, needs_mount ? "mnt" : "diff", id);
 	if (!path)
 		return -ENOMEM;
 
 	bool mounted_now = false;
-	if (has_parents) {
+	if (needs_mount) {
 		r = fs_is_mount_point_at(s->mnt_fd, id);
 		if (r < 0)
 			return error_set(err, r, "stat %s", path);
@@ -115,9 +141,14 @@ static int get_layer(strata_driver *d, const char *id, const char *label, char *
 			 * our back) are void; counting them would keep this new
 			 * mount alive after its last put. */
 			count = 0;
-			r = mount_chain(d, id, parents, label, err);
+			r = chain_plan_acquire(d, id, &plan, err);
 			if (r < 0)
 				return r;
+			r = mount_chain(d, id, parents, &plan, label, err);
+			if (r < 0) {
+				thin_release_holder(d, id, NULL);
+				return r;
+			}
 			mounted_now = true;
 		}
 	}
@@ -126,8 +157,8 @@ static int get_layer(strata_driver *d, const char *id, const char *label, char *
 	if (r < 0) {
 		error_set(err, r, "write %s/refs/%s", s->root, id);
 		/* No count, no mount: nothing leaks if recording fails. */
-		if (mounted_now)
-			union_unmount(path, NULL);
+		if (mounted_now && union_unmount(path, NULL) >= 0)
+			thin_release_holder(d, id, NULL);
 		return r;
 	}
 	*ret_path = TAKE_PTR(path);
@@ -174,8 +205,10 @@ static int put_layer(strata_driver *d, const char *id, strata_error *err)
 	if (count == 0) {
 		/* A mount nobody counts is a leftover of a crashed get or put:
 		 * put reclaims it, as Docker's RefCounter does. */
-		if (mounted > 0)
-			return union_unmount(target, err);
+		if (mounted > 0) {
+			r = union_unmount(target, err);
+			return r < 0 ? r : thin_release_holder(d, id, err);
+		}
 		return error_setf(err, -EINVAL, "layer is not in use (no get holds a reference)");
 	}
 	r = refs_write(s, id, count - 1);
@@ -190,6 +223,8 @@ static int put_layer(strata_driver *d, const char *id, strata_error *err)
 			refs_write(s, id, count); /* still mounted: still counted */
 			return r;
 		}
+		/* The repositories this union used: the last user unmounts. */
+		return thin_release_holder(d, id, err);
 	}
 	return 0;
 }
@@ -260,6 +295,8 @@ int driver_unmount_views(strata_driver *d, bool only_stale, strata_error *err)
 			if (r < 0 && !first_error)
 				first_error = r;
 		}
+		if (!keep && is_layer_view && !first_error)
+			first_error = thin_release_holder(d, id, err);
 		if (!keep && is_layer_view && !first_error) {
 			r = refs_write(s, id, 0);
 			if (r < 0)
@@ -298,7 +335,8 @@ static int cleanup(strata_driver *d, strata_error *err)
 		if (r < 0)
 			return error_set(err, r, "reset %s/refs/%s", s->root, *p);
 	}
-	return 0;
+	/* Nothing is mounted now: neither is any repository strata mounted. */
+	return thin_prune(d, false, err);
 }
 
 int strata_cleanup(strata_driver *d, strata_error *err)

@@ -263,6 +263,10 @@ int driver_recover(strata_driver *d, strata_error *err)
 	r = driver_unmount_views(d, true, err);
 	if (r < 0)
 		return r;
+	/* Repositories held by unions that are gone (a crash, a reboot). */
+	r = thin_prune(d, true, err);
+	if (r < 0)
+		return r;
 
 	const struct {
 		int fd;

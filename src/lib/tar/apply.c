@@ -851,7 +851,16 @@ static int extract_whiteout(extractor *x, struct archive_entry *e, int pfd, cons
 		if (r < 0)
 			return r;
 	}
-	return chown_at(x, pfd, name, path, uid, gid);
+	r = chown_at(x, pfd, name, path, uid, gid);
+	if (r < 0)
+		return r;
+	/* The entry's mtime, so that exporting the layer again gives the same
+	 * bytes (thin layers are addressed by the digest of that tar). */
+	struct timespec times[2];
+	entry_times(e, times);
+	if (utimensat(pfd, name, times, AT_SYMLINK_NOFOLLOW) < 0)
+		return entry_syserr(x, negerrno(), "set times of", path);
+	return 0;
 }
 
 static int extract_entry(extractor *x, struct archive_entry *e)

@@ -461,3 +461,33 @@ int tar_write_whiteout(tar_writer *w, const char *path, strata_error *err)
 		return -ENOMEM;
 	return write_marker(w, dir, WHITEOUT_PREFIX, slash ? slash + 1 : path, NULL, err);
 }
+
+int tar_write_blob(tar_writer *w, const char *path, const void *data, size_t len, mode_t mode, time_t mtime,
+		   strata_error *err)
+{
+	/* Container root: the host ids that map to 0. */
+	uint32_t uid = 0, gid = 0;
+	if (idmap_to_host(w->o->uids, 0, &uid) < 0 || idmap_to_host(w->o->gids, 0, &gid) < 0)
+		return error_setf(err, -ERANGE, "\"%s\": the id maps have no container root", QUOTE(path));
+	struct stat st = {
+		.st_mode = S_IFREG | (mode & 07777),
+		.st_uid = uid,
+		.st_gid = gid,
+		.st_nlink = 1,
+		.st_size = (off_t)len,
+		.st_mtim = {.tv_sec = mtime},
+	};
+	struct archive_entry *e = archive_entry_new();
+	if (!e)
+		return -ENOMEM;
+	int r = fill_entry(w, e, &st, path, err);
+	if (r >= 0)
+		r = write_entry_header(w, e, path, err);
+	archive_entry_free(e);
+	if (r < 0)
+		return r;
+	if (len && archive_write_data(w->a, data, len) != (la_ssize_t)len)
+		return archive_fail(w, path, err);
+	w->progress.bytes += len;
+	return 0;
+}

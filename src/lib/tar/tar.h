@@ -111,6 +111,9 @@ int tar_write_layer(tar_writer *w, int root_fd, strata_error *err);
 int tar_write_path(tar_writer *w, int root_fd, const char *path, strata_error *err);
 /* Writes a ".wh." entry deleting `path`. */
 int tar_write_whiteout(tar_writer *w, const char *path, strata_error *err);
+/* Writes a regular file `path` holding `data`, owned by (container) root. */
+int tar_write_blob(tar_writer *w, const char *path, const void *data, size_t len, mode_t mode, time_t mtime,
+		   strata_error *err);
 
 /* ---- changes.c ---- */
 typedef struct change_list {

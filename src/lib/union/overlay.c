@@ -64,8 +64,10 @@ int overlay_build_params(const union_request *req, overlay_param **ret_params, s
 
 	for (size_t i = 0; i < req->n_lowers; i++)
 		PATH_PARAM("lowerdir+", req->lowers[i]);
-	PATH_PARAM("upperdir", req->upper);
-	PATH_PARAM("workdir", req->work);
+	if (req->upper) { /* none: a read-only union (a thin image itself) */
+		PATH_PARAM("upperdir", req->upper);
+		PATH_PARAM("workdir", req->work);
+	}
 #undef PATH_PARAM
 	for (size_t i = 0; i < ELEMENTSOF(fixed_options); i++)
 		p[k++] = (overlay_param){.key = fixed_options[i][0], .value = fixed_options[i][1], .fd = -1};
@@ -83,7 +85,7 @@ int overlay_build_legacy_data(const union_request *req, size_t page_size, char *
 	int r = strbuf_append(&sb, "lowerdir=", 9);
 	for (size_t i = 0; r >= 0 && i < req->n_lowers; i++)
 		r = strbuf_appendf(&sb, "%s%s", i ? ":" : "", req->short_lowers[i]);
-	if (r >= 0)
+	if (r >= 0 && req->short_upper)
 		r = strbuf_appendf(&sb, ",upperdir=%s,workdir=%s", req->short_upper, req->short_work);
 	for (size_t i = 0; r >= 0 && i < ELEMENTSOF(fixed_options); i++)
 		r = strbuf_appendf(&sb, ",%s=%s", fixed_options[i][0], fixed_options[i][1]);

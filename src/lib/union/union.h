@@ -9,7 +9,7 @@
 
 typedef struct union_request {
 	const char *target;  /* absolute mount point */
-	const char *upper;   /* absolute read-write dir (the layer's diff) */
+	const char *upper;   /* absolute read-write dir (the layer's diff); NULL: read-only */
 	const char *work;    /* absolute overlay workdir, same fs as upper */
 	char *const *lowers; /* absolute read-only dirs, top first */
 	size_t n_lowers;

@@ -1,0 +1,172 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Running the mount, unmount and publish commands (see repo.h). */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "thin/repo.h"
+#include "util/banned.h"
+#include "util/error.h"
+#include "util/macro.h"
+
+extern char **environ;
+
+#define STDERR_TAIL 512
+
+static long long now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The last non-empty line of what the command wrote, for the message. */
+static const char *last_line(char *buf, size_t len)
+{
+	while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r' || buf[len - 1] == ' '))
+		len--;
+	buf[len] = '\0';
+	char *nl = strrchr(buf, '\n');
+	char *line = nl ? nl + 1 : buf;
+	for (char *p = line; *p; p++)
+		if ((unsigned char)*p < 0x20)
+			*p = ' ';
+	return line;
+}
+
+int thin_run(const char *cmd, const char *const *env, int stdin_fd, unsigned timeout_s, strata_error *err)
+{
+	size_t n_env = 0, n_extra = 0;
+	while (environ && environ[n_env])
+		n_env++;
+	while (env && env[n_extra])
+		n_extra++;
+	_cleanup_free_ char **envp = calloc(n_env + n_extra + 1, sizeof(char *));
+	if (!envp)
+		return -ENOMEM;
+	for (size_t i = 0; i < n_extra; i++)
+		envp[i] = (char *)env[i];
+	/* Ours first: a name already in the environment is overridden. */
+	for (size_t i = 0, k = n_extra; i < n_env; i++) {
+		size_t kl = strcspn(environ[i], "=");
+		bool dup = false;
+		for (size_t j = 0; j < n_extra && !dup; j++)
+			dup = !strncmp(env[j], environ[i], kl) && env[j][kl] == '=';
+		if (!dup)
+			envp[k++] = environ[i];
+	}
+
+	int pipefd[2];
+	if (pipe2(pipefd, O_CLOEXEC) < 0)
+		return error_set(err, negerrno(), "pipe");
+	_cleanup_close_ int rd = pipefd[0];
+	_cleanup_close_ int wr = pipefd[1];
+	_cleanup_close_ int null_fd = -1;
+	if (stdin_fd < 0) {
+		null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+		if (null_fd < 0)
+			return error_set(err, negerrno(), "open /dev/null");
+		stdin_fd = null_fd;
+	}
+
+	posix_spawn_file_actions_t fa;
+	posix_spawnattr_t attr;
+	if (posix_spawn_file_actions_init(&fa) != 0)
+		return -ENOMEM;
+	if (posix_spawnattr_init(&attr) != 0) {
+		posix_spawn_file_actions_destroy(&fa);
+		return -ENOMEM;
+	}
+	sigset_t none, all;
+	sigemptyset(&none);
+	sigfillset(&all);
+	posix_spawn_file_actions_adddup2(&fa, stdin_fd, 0);
+	posix_spawn_file_actions_adddup2(&fa, wr, 1);
+	posix_spawn_file_actions_adddup2(&fa, wr, 2);
+	/* Its own process group, so a timeout kills what it started too; the
+	 * caller's signal mask (a server blocks SIGTERM) is not inherited. */
+	posix_spawnattr_setpgroup(&attr, 0);
+	posix_spawnattr_setsigmask(&attr, &none);
+	posix_spawnattr_setsigdefault(&attr, &all);
+	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+	pid_t pid;
+	char sh[] = "sh", dash_c[] = "-c";
+	char *const argv[] = {sh, dash_c, (char *)cmd, NULL};
+	int sr = posix_spawn(&pid, "/bin/sh", &fa, &attr, argv, envp);
+	posix_spawn_file_actions_destroy(&fa);
+	posix_spawnattr_destroy(&attr);
+	if (sr != 0)
+		return error_set(err, -sr, "run \"%s\"", cmd);
+	close(wr);
+	wr = -1;
+
+	/* Read its output until it exits: not until EOF, as a daemon it
+	 * leaves behind (sshfs, a FUSE mount) may keep the pipe open. */
+	fcntl(rd, F_SETFL, O_NONBLOCK);
+	char tail[STDERR_TAIL + 1];
+	size_t tail_len = 0;
+	long long deadline = now_ms() + (long long)timeout_s * 1000;
+	bool timed_out = false, exited = false, eof = false;
+	int status = 0;
+	while (!exited) {
+		pid_t w = waitpid(pid, &status, WNOHANG);
+		if (w < 0 && errno != EINTR)
+			return error_set(err, negerrno(), "wait for \"%s\"", cmd);
+		exited = w == pid;
+		if (!exited && now_ms() >= deadline) {
+			timed_out = true;
+			kill(-pid, SIGKILL);
+			while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+				;
+			exited = true;
+		}
+		if (!exited && !eof) {
+			struct pollfd p = {.fd = rd, .events = POLLIN};
+			poll(&p, 1, 50);
+		} else if (!exited) {
+			usleep(20000);
+		}
+		for (;;) { /* drain what is there now */
+			char buf[4096];
+			ssize_t n = eof ? 0 : read(rd, buf, sizeof(buf));
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n == 0)
+				eof = true;
+			if (n <= 0)
+				break;
+			size_t take = (size_t)n;
+			if (take >= STDERR_TAIL) {
+				memcpy(tail, buf + take - STDERR_TAIL, STDERR_TAIL);
+				tail_len = STDERR_TAIL;
+			} else {
+				if (tail_len + take > STDERR_TAIL) {
+					size_t drop = tail_len + take - STDERR_TAIL;
+					memmove(tail, tail + drop, tail_len - drop);
+					tail_len -= drop;
+				}
+				memcpy(tail + tail_len, buf, take);
+				tail_len += take;
+			}
+		}
+	}
+	const char *said = last_line(tail, tail_len);
+	if (timed_out)
+		return error_setf(err, -ETIMEDOUT, "\"%s\" did not finish within %us (killed)%s%s", cmd, timeout_s,
+				  *said ? ": " : "", said);
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+		return 0;
+	if (WIFEXITED(status))
+		return error_setf(err, -EIO, "\"%s\" exited with status %d%s%s", cmd, WEXITSTATUS(status),
+				  *said ? ": " : "", said);
+	return error_setf(err, -EIO, "\"%s\" was killed by signal %d%s%s", cmd, WTERMSIG(status), *said ? ": " : "",
+			  said);
+}
