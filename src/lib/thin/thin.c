@@ -33,6 +33,31 @@ bool thin_repo_valid(const char *repo)
 	return true;
 }
 
+/* thin.json is JSON: every string in it is UTF-8. */
+static bool utf8_valid(const char *s)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	while (*p) {
+		unsigned c = *p, n = c < 0x80		  ? 0
+				     : (c & 0xe0) == 0xc0 ? 1
+				     : (c & 0xf0) == 0xe0 ? 2
+				     : (c & 0xf8) == 0xf0 ? 3
+							  : 4;
+		if (n == 4 || (n == 1 && c < 0xc2) || (c == 0xf0 && p[1] < 0x90) || (c == 0xf4 && p[1] >= 0x90) ||
+		    c > 0xf4)
+			return false;
+		if (c == 0xe0 && p[1] < 0xa0)
+			return false; /* overlong */
+		if (c == 0xed && p[1] >= 0xa0)
+			return false; /* surrogates */
+		for (unsigned i = 1; i <= n; i++)
+			if ((p[i] & 0xc0) != 0x80)
+				return false;
+		p += n + 1;
+	}
+	return true;
+}
+
 static const char *path_problem(const char *path)
 {
 	size_t n = strlen(path);
@@ -45,6 +70,8 @@ static const char *path_problem(const char *path)
 	for (const char *p = path; *p; p++)
 		if ((unsigned char)*p < 0x20 || *p == 0x7f)
 			return "the path holds a control character";
+	if (!utf8_valid(path))
+		return "the path is not UTF-8";
 	for (const char *c = path; *c;) {
 		size_t len = strcspn(c, "/");
 		if (len == 0)
@@ -156,15 +183,20 @@ static void thin_image_releasep(thin_image *img)
 	thin_image_release(img);
 }
 
-/* "1.0" -> 1, 0; false if not MAJOR.MINOR. */
+/* "1.0" -> 1, 0; false if not MAJOR.MINOR, each 1 to 3 digits. */
 static bool version_parse(const char *v, unsigned *ret_major, unsigned *ret_minor)
 {
-	unsigned ma = 0, mi = 0;
-	int used = 0;
-	if (sscanf(v, "%3u.%3u%n", &ma, &mi, &used) != 2 || (size_t)used != strlen(v) || v[0] < '0' || v[0] > '9')
-		return false;
-	*ret_major = ma;
-	*ret_minor = mi;
+	unsigned part[2] = {0, 0};
+	for (int i = 0; i < 2; i++) {
+		size_t n = 0;
+		while (v[n] >= '0' && v[n] <= '9')
+			part[i] = part[i] * 10 + (unsigned)(v[n++] - '0');
+		if (n == 0 || n > 3 || v[n] != (i == 0 ? '.' : '\0'))
+			return false;
+		v += n + 1;
+	}
+	*ret_major = part[0];
+	*ret_minor = part[1];
 	return true;
 }
 
@@ -295,7 +327,8 @@ int thin_parse(const char *text, size_t len, thin_image *ret, strata_error *err)
 	json_error_t jerr;
 	json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
 	if (!root)
-		return error_setf(err, -EINVAL, "thin.json: line %d column %d: %s", jerr.line, jerr.column, jerr.text);
+		return error_setf(err, -EINVAL, "thin.json: line %d column %d: %s", jerr.line, jerr.column,
+				  QUOTE(jerr.text));
 	_cleanup_(thin_image_releasep) thin_image img = {0};
 	int r = parse_root(root, &img, err);
 	json_decref(root);
@@ -318,10 +351,13 @@ int thin_format(const thin_image *img, char **ret_text)
 		r = -ENOMEM;
 	for (size_t i = 0; !r && i < img->n; i++) {
 		_cleanup_free_ char *url = NULL;
-		if (asprintf(&url, THIN_URL_SCHEME "%s/%s", img->layers[i].repo, img->layers[i].path) < 0 ||
-		    json_array_append_new(layers, json_pack("{s:s,s:s}", "digest", img->layers[i].digest, "url", url)) <
-			    0)
+		if (asprintf(&url, THIN_URL_SCHEME "%s/%s", img->layers[i].repo, img->layers[i].path) < 0) {
+			url = NULL;
 			r = -ENOMEM;
+		} else if (json_array_append_new(
+				   layers, json_pack("{s:s,s:s}", "digest", img->layers[i].digest, "url", url)) < 0) {
+			r = -EINVAL; /* not UTF-8: thin_image_push refuses such paths */
+		}
 	}
 	if (!r && json_object_set(root, "layers", layers) < 0)
 		r = -ENOMEM;
