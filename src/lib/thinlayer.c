@@ -400,11 +400,11 @@ static int thin_inspect(strata_driver *d, const char *id, unsigned flags, strata
 	if (r == 0)
 		return error_setf(err, -EINVAL, "not a thin layer (its diff dir holds no " THIN_FILE ")");
 	strata_thin_report rep = {0};
+	_cleanup_(chain_plan_release) chain_plan plan = {.self = true};
 	if (thin_format(&img, &rep.json) < 0 || !(rep.layers = calloc(img.n, sizeof(*rep.layers))))
 		goto oom;
 	rep.n = img.n;
-	_cleanup_(chain_plan_release) chain_plan plan = {.self = true, .thin_id = strdup(id)};
-	if (!plan.thin_id)
+	if (!(plan.thin_id = strdup(id)))
 		goto oom;
 	for (size_t i = 0; i < img.n; i++)
 		if (add_unique(&plan.repos, &(size_t){strv_length(plan.repos)}, img.layers[i].repo) < 0)
