@@ -79,6 +79,10 @@ int chain_plan_read(strata_driver *d, const char *id, char *const *parents, chai
  * every thin layer to its dir.  On failure nothing stays held. */
 int chain_plan_acquire(strata_driver *d, const char *holder, chain_plan *p, strata_error *err);
 void chain_plan_release(chain_plan *p);
+/* Checks that the thin image under a new layer on `parent` (whose chain
+ * is `grandparents`), if any, resolves: every layer is there. */
+int thin_check_image(strata_driver *d, const char *id, const char *parent, char *const *grandparents,
+		     strata_error *err);
 /* After mnt/<holder> is unmounted: drops what it held. */
 int thin_release_holder(strata_driver *d, const char *holder, strata_error *err);
 

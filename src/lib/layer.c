@@ -97,7 +97,7 @@ static int check_storage_opts(const char *const *opts, strata_error *err)
 	return 0;
 }
 
-static int create_layer(strata_driver *d, const char *id, const char *parent, const char *const *storage_opts,
+static int create_layer(strata_driver *d, const char *id, const char *parent, const char *const *storage_opts, bool rw,
 			strata_error *err)
 {
 	store *s = d->store;
@@ -141,6 +141,14 @@ static int create_layer(strata_driver *d, const char *id, const char *parent, co
 				err, -E2BIG,
 				"chain would have %zu layers; overlay mounts at most %d (500 lower + 1 upper)",
 				depth + 1, STORE_MAX_PARENTS + 1);
+		/* A container on a thin image needs the image's layers: when
+		 * one is missing, fail now, before Docker makes a container
+		 * whose first mount would fail (it leaks what it made then). */
+		if (rw) {
+			r = thin_check_image(d, id, parent, grandparents, err);
+			if (r < 0)
+				return r;
+		}
 	}
 
 	/* Debris of an interrupted create or remove of this id goes first:
@@ -212,7 +220,7 @@ int strata_create(strata_driver *d, const char *id, const char *parent, const ch
 		  strata_error *err)
 {
 	error_clear(err);
-	int r = create_layer(d, id, parent, storage_opts, err);
+	int r = create_layer(d, id, parent, storage_opts, false, err);
 	return r < 0 ? error_prefix(err, r, "create %s", QUOTE(id)) : 0;
 }
 
@@ -221,8 +229,9 @@ int strata_create_rw(strata_driver *d, const char *id, const char *parent, const
 {
 	error_clear(err);
 	/* overlay mounts every layer with its own diff dir as the upper, so
-	 * a container's layer needs nothing an image layer lacks. */
-	int r = create_layer(d, id, parent, storage_opts, err);
+	 * a container's layer needs nothing an image layer lacks; only a thin
+	 * image under it is checked (create_layer). */
+	int r = create_layer(d, id, parent, storage_opts, true, err);
 	return r < 0 ? error_prefix(err, r, "create %s", QUOTE(id)) : 0;
 }
 

@@ -24,22 +24,21 @@
 
 /* The union of a chain: the store layers above any thin image, then the
  * thin image's dirs (plan.dirs), all read-only under the layer's own diff
- * dir; a thin layer itself is a read-only union of its image. */
+ * dir.  A thin layer itself is a read-only union of its own diff dir (its
+ * thin.json) over its image: Docker rebuilds a layer's tar (docker save,
+ * push) from the files under Get's path, and this layer's tar is thin.json. */
 static int mount_chain(strata_driver *d, const char *id, char **parents, const chain_plan *plan, const char *label,
 		       strata_error *err)
 {
 	store *s = d->store;
 	size_t n_store = plan->n_store, n_thin = strv_length(plan->dirs);
-	/* Overlay wants two lowers when there is no upper. */
-	bool pad = plan->self && n_thin == 1;
-	size_t n = n_store + n_thin + pad;
+	bool self = plan->self;
+	size_t n = n_store + self + n_thin;
 
 	_cleanup_free_ char *target = driver_path(d, "mnt", id);
-	_cleanup_free_ char *upper = plan->self ? NULL : driver_path(d, "diff", id);
-	_cleanup_free_ char *work = plan->self ? NULL : driver_path(d, "work", id);
-	_cleanup_free_ char *empty = NULL;
-	if (pad && asprintf(&empty, "%s/thin/empty", s->root) < 0)
-		return -ENOMEM;
+	_cleanup_free_ char *upper = self ? NULL : driver_path(d, "diff", id);
+	_cleanup_free_ char *work = self ? NULL : driver_path(d, "work", id);
+	_cleanup_free_ char *own = self ? driver_path(d, "diff", id) : NULL;
 	_cleanup_free_ char *short_upper = NULL, *short_work = NULL;
 	/* One allocation for the store's lower paths: ROOT/diff/<id> each. */
 	size_t stride = strlen(s->root) + sizeof("/diff/") + STRATA_ID_MAX;
@@ -47,21 +46,21 @@ static int mount_chain(strata_driver *d, const char *id, char **parents, const c
 	_cleanup_free_ char **lowers = calloc(n + 1, sizeof(char *));
 	_cleanup_free_ char *short_buf = NULL;
 	_cleanup_free_ char **short_lowers = NULL;
-	if (!target || (!plan->self && (!upper || !work)) || (pad && !empty) || !lower_buf || !lowers)
+	if (!target || (!self && (!upper || !work)) || (self && !own) || !lower_buf || !lowers)
 		return -ENOMEM;
 	size_t longest = upper ? strlen(upper) : 0;
 	for (size_t i = 0; i < n; i++) {
 		if (i < n_store) {
 			lowers[i] = lower_buf + i * stride;
 			snprintf(lowers[i], stride, "%s/diff/%s", s->root, parents[i]);
+		} else if (self && i == n_store) {
+			lowers[i] = own;
 		} else {
-			lowers[i] = i - n_store < n_thin ? plan->dirs[i - n_store] : empty;
+			lowers[i] = plan->dirs[i - n_store - self];
 		}
 		if (strlen(lowers[i]) > longest)
 			longest = strlen(lowers[i]);
 	}
-	if (pad && mkdir(empty, 0755) < 0 && errno != EEXIST)
-		return error_set(err, negerrno(), "mkdir %s", empty);
 
 	union_request req = {
 		.target = target,

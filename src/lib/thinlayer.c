@@ -121,7 +121,9 @@ int chain_plan_read(strata_driver *d, const char *id, char *const *parents, chai
 
 int thin_release_holder(strata_driver *d, const char *holder, strata_error *err)
 {
-	if (!d->thin_seen || !d->thin.internal)
+	/* Not thin_seen: a put in a new process (every `strata umount`) has
+	 * read no chain, and must still drop the holder its get recorded. */
+	if (!d->thin.internal)
 		return 0;
 	_cleanup_close_ int fd = -1;
 	int r = driver_thin_dir(d, false, &fd);
@@ -498,4 +500,19 @@ int thin_prune(strata_driver *d, bool only_stale, strata_error *err)
 		return error_set(err, r, "open %s/" THIN_DIR, d->store->root);
 	r = thin_repos_prune(&d->thin, fd, only_stale ? holder_mounted : holder_none, d, err);
 	return r < 0 ? error_prefix(err, r, "thin repositories") : 0;
+}
+
+int thin_check_image(strata_driver *d, const char *id, const char *parent, char *const *grandparents, strata_error *err)
+{
+	_cleanup_(chain_plan_release) chain_plan plan = {0};
+	int r = chain_plan_read(d, parent, grandparents, &plan, err);
+	if (r < 0 || plan.image.n == 0)
+		return r;
+	plan.self = false;
+	char holder[STRATA_ID_MAX + sizeof("@create")];
+	snprintf(holder, sizeof(holder), "%s@create", id);
+	r = chain_plan_acquire(d, holder, &plan, err);
+	if (plan.acquired)
+		thin_release_holder(d, holder, NULL);
+	return r;
 }

@@ -84,11 +84,13 @@ dk() {
 		timeout -k 10 "$DK_TIMEOUT" "$DOCKER_CLI" -H "unix://${DK_DIR[$tag]}/s" "$@"
 }
 
-# dk_start TAG DIR [DRIVER]: start a dockerd (overlay2 without DRIVER),
-# wait up to 90 s until it answers.  Returns 1, with the log's tail on
-# stderr, when it does not.
+# dk_start TAG DIR [DRIVER [DOCKERD-ARGS...]]: start a dockerd (overlay2
+# when DRIVER is empty) with any further dockerd arguments (e.g.
+# --storage-opt KEY=VALUE), wait up to 90 s until it answers.  Returns 1,
+# with the log's tail on stderr, when it does not.
 dk_start() {
 	local tag=$1 dir=$2 driver=${3:-}
+	shift $(($# < 3 ? $# : 3))
 	mkdir -p "$dir/d" "$dir/e" "$dir/cli"
 	echo '{}' >"$dir/daemon.json" # no /etc/docker/daemon.json
 	local args=(--experimental --iptables=false --bridge=none
@@ -96,6 +98,7 @@ dk_start() {
 		--data-root "$dir/d" --exec-root "$dir/e"
 		-H "unix://$dir/s" --pidfile "$dir/p")
 	[[ -n $driver ]] && args+=(--storage-driver "$driver")
+	args+=("$@")
 	echo "==== $(date -u +%FT%TZ) dockerd ${args[*]}" >>"$dir/dockerd.log"
 	"$DOCKERD_BIN" "${args[@]}" </dev/null >>"$dir/dockerd.log" 2>&1 &
 	DK_PID[$tag]=$!

@@ -845,8 +845,12 @@ static int extract_whiteout(extractor *x, struct archive_entry *e, int pfd, cons
 	int r = map_owner(x, e, &uid, &gid);
 	if (r < 0)
 		return r;
+	/* The entry's mode and mtime, so that exporting the layer again gives
+	 * the same bytes (thin layers are addressed by the digest of that
+	 * tar; export writes a whiteout with its device's mode). */
+	mode_t mode = archive_entry_perm(e) & 0777;
 	bool retried = false;
-	while (mknodat(pfd, name, S_IFCHR, makedev(0, 0)) < 0) {
+	while (mknodat(pfd, name, S_IFCHR | mode, makedev(0, 0)) < 0) {
 		r = room_to_retry(x, &retried, pfd, name, path, "make whiteout");
 		if (r < 0)
 			return r;
@@ -854,8 +858,8 @@ static int extract_whiteout(extractor *x, struct archive_entry *e, int pfd, cons
 	r = chown_at(x, pfd, name, path, uid, gid);
 	if (r < 0)
 		return r;
-	/* The entry's mtime, so that exporting the layer again gives the same
-	 * bytes (thin layers are addressed by the digest of that tar). */
+	if (needs_chmod(x, mode) && fchmodat(pfd, name, mode, 0) < 0)
+		return entry_syserr(x, negerrno(), "chmod", path);
 	struct timespec times[2];
 	entry_times(e, times);
 	if (utimensat(pfd, name, times, AT_SYMLINK_NOFOLLOW) < 0)
