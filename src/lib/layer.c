@@ -367,8 +367,13 @@ static int metadata(strata_driver *d, const char *id, strata_kv_list *ret, strat
 	if (mounted < 0)
 		mounted = 0;
 
+	/* With a thin image the union's lowers stop at it (thinlayer.c). */
+	_cleanup_(chain_plan_release) chain_plan plan = {0};
+	r = chain_plan_read(d, id, parents, &plan, err);
+	if (r < 0)
+		return r;
 	strbuf lower = {0};
-	for (size_t i = 0; r >= 0 && parents[i]; i++)
+	for (size_t i = 0; r >= 0 && i < plan.n_store; i++)
 		r = strbuf_appendf(&lower, "%s%s/diff/%s", i ? ":" : "", s->root, parents[i]);
 	if (r < 0) {
 		strbuf_release(&lower);
@@ -381,13 +386,18 @@ static int metadata(strata_driver *d, const char *id, strata_kv_list *ret, strat
 	size_t n = strv_length(parents);
 	strata_kv_list l = {0};
 	r = kv_add(&l, "DiffDir", "%s/diff/%s", s->root, id);
-	r = r < 0 ? r : kv_add(&l, "MergedDir", "%s/%s/%s", s->root, n ? "mnt" : "diff", id);
+	r = r < 0 ? r : kv_add(&l, "MergedDir", "%s/%s/%s", s->root, n || plan.self ? "mnt" : "diff", id);
 	r = r < 0 ? r : kv_add(&l, "WorkDir", "%s/work/%s", s->root, id);
 	r = r < 0 ? r : kv_add(&l, "LowerDir", "%s", lowerdir);
 	r = r < 0 ? r : kv_add(&l, "Parent", "%s", n ? parents[0] : "");
 	r = r < 0 ? r : kv_add(&l, "ChainLength", "%zu", n + 1);
 	r = r < 0 ? r : kv_add(&l, "RefCount", "%u", refs);
 	r = r < 0 ? r : kv_add(&l, "Mounted", "%s", mounted > 0 ? "true" : "false");
+	if (plan.image.n > 0) /* the layers themselves: strata thin show */
+		r = r < 0 ? r
+			  : kv_add(&l, "ThinImage", "%s (%zu layers in %s%s)", plan.thin_id, plan.image.n,
+				   plan.image.layers[plan.image.n - 1].repo,
+				   strv_length(plan.repos) > 1 ? " and others" : "");
 	if (r < 0) {
 		strata_kv_list_clear(&l);
 		return -ENOMEM;
