@@ -31,125 +31,45 @@
 # deletes the copy inside the timed import (and a load would skip its work).
 set -euo pipefail
 
-src=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-build=$src/build-bench
-base=${STRATA_BENCH_BASE:-/var/tmp}
-runs=${RUNS:-7}
-cache_dir=/var/cache/strata-test
-minbase=$cache_dir/minbase.tar
+# shellcheck source=bench/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 target=1.1
 
-die() {
-	echo "run-docker.sh: $*" >&2
-	exit 1
-}
-
-[[ $EUID -eq 0 ]] || die "needs root (dockerd, mounts, drop_caches)"
-[[ $runs =~ ^[1-9][0-9]*$ ]] || die "RUNS must be a positive integer, not \"$runs\""
-((runs >= 5)) || echo "run-docker.sh: RUNS=$runs; medians of fewer than 5 runs are noise here" >&2
+need_root "dockerd, mounts, drop_caches"
+bench_runs 7
 
 # The stores must be on the disk: tmpfs would measure RAM.
-fstype=$(findmnt -n -o FSTYPE --target "$base")
-case $fstype in
-tmpfs | ramfs | overlay)
-	die "$base is on $fstype; set STRATA_BENCH_BASE to a dir on a disk"
-	;;
-esac
+check_disk
 
-# shellcheck source=scripts/common.sh
-. "$src/scripts/common.sh"
 install_deps
-# A release build of the strata binary only, as bench/run-tar.sh does.
-if [[ ! -f $build/build.ninja ]]; then
-	meson setup "$build" "$src" -Dbuildtype=release >/dev/null
-else
-	meson configure "$build" -Dbuildtype=release >/dev/null
-fi
-if ! log=$(ninja -C "$build" strata 2>&1); then
-	printf '%s\n' "$log" | grep -v '^\[' >&2
-	die "build in $build failed"
-fi
-STRATA=$build/strata
-py=/usr/bin/python3 # not a pyenv shim: its startup runs before every timed command
+build_strata
 
 # shellcheck source=tests/integration/docker_lib.sh
 . "$src/tests/integration/docker_lib.sh"
-for need in "$DOCKERD_BIN" "$DOCKER_CLI" /bin/busybox; do
-	[[ -x $need ]] || die "$need is missing (apt-get install docker.io busybox-static)"
-done
+need_docker
 
 has_serve=true
 if ! "$STRATA" serve --help >/dev/null 2>&1; then
 	has_serve=false
-	echo "run-docker.sh: this strata has no \"serve\" verb: overlay2 measured alone" >&2
+	echo "$me: this strata has no \"serve\" verb: overlay2 measured alone" >&2
 fi
 
-# Short: the daemons' unix sockets live in here.
-scratch=$(mktemp -d "$base/strata-bdk.XXXXXX")
+# Short: the daemons' unix sockets live in here.  Whatever happens: both
+# dockerds stopped (then the plugin), nothing mounted, nothing left on disk.
+make_scratch strata-bdk dk_stop_all
 plugin=strata-bench-$$
-tmp_tar=
-
-# Whatever happens: both dockerds stopped (then the plugin), nothing
-# mounted, nothing left on disk.
-cleanup() {
-	local rc=$?
-	trap - EXIT INT TERM HUP
-	dk_stop_all
-	[[ -n $tmp_tar ]] && rm -f "$tmp_tar"
-	local -a left=()
-	mapfile -t left < <(awk -v p="$scratch" '$5 == p || index($5, p "/") == 1 { print $5 }' /proc/self/mountinfo |
-		awk '{ print length($0) " " $0 }' | sort -rn | cut -d' ' -f2-)
-	if ((${#left[@]})); then
-		echo "run-docker.sh: unmounting leftovers: ${left[*]}" >&2
-		for m in "${left[@]}"; do
-			umount -l "$m" || true
-		done
-	fi
-	rm -rf --one-file-system "$scratch"
-	exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-trap 'exit 129' HUP
 
 # ---------------------------------------------------------------- inputs
 
-if [[ ! -s $minbase ]]; then
-	echo "==> debootstrap --variant=minbase bookworm (once; cached in $minbase)"
-	mkdir -p "$cache_dir"
-	rootfs=$scratch/rootfs
-	if debootstrap --variant=minbase bookworm "$rootfs" http://deb.debian.org/debian >"$scratch/debootstrap.log" 2>&1; then
-		tmp_tar=$(mktemp "$cache_dir/.minbase.tar.XXXXXX")
-		tar --numeric-owner --xattrs --xattrs-include='*' -C "$rootfs" -cf "$tmp_tar" .
-		chmod 0644 "$tmp_tar"
-		mv "$tmp_tar" "$minbase"
-		tmp_tar=
-	else
-		tail -n 5 "$scratch/debootstrap.log" >&2
-		echo "run-docker.sh: debootstrap failed: the minbase rows are skipped" >&2
-	fi
-	umount -R "$rootfs/proc" "$rootfs/sys" 2>/dev/null || true
-	rm -rf --one-file-system "$rootfs"
-fi
-
-in=$scratch/in
-mkdir "$in"
-busybox_rootfs "$scratch/bb"
-tar --numeric-owner -C "$scratch/bb" -cf "$in/busybox.tar" .
+docker_inputs
 # The load inputs: the same trees with a marker file, so that their layers
 # are shared with no imported image.
 mkdir "$scratch/marker"
 echo "strata bench load $$" >"$scratch/marker/.strata-bench-load"
-cp "$in/busybox.tar" "$in/busybox-load.tar"
-tar --numeric-owner -rf "$in/busybox-load.tar" -C "$scratch/marker" .strata-bench-load
-images=(busybox)
-if [[ -s $minbase ]]; then
-	ln -s "$minbase" "$in/minbase.tar"
-	cp "$minbase" "$in/minbase-load.tar"
-	tar --numeric-owner -rf "$in/minbase-load.tar" -C "$scratch/marker" .strata-bench-load
-	images+=(minbase)
-fi
+for i in "${images[@]}"; do
+	cp "$in/$i.tar" "$in/$i-load.tar"
+	tar --numeric-owner -rf "$in/$i-load.tar" -C "$scratch/marker" .strata-bench-load
+done
 
 # ---------------------------------------------------------------- daemons
 
@@ -200,13 +120,6 @@ dtime() {
 	shift 2
 	"$py" "$scratch/timeit.py" "$out" env DOCKER_CONFIG="${DK_DIR[$t]}/cli" \
 		timeout -k 10 "$DK_TIMEOUT" "$DOCKER_CLI" -H "unix://${DK_DIR[$t]}/s" "$@"
-}
-
-# Before every timed run: flush, drop the page cache, read the input once.
-prep() {
-	sync
-	echo 1 >/proc/sys/vm/drop_caches
-	[[ -z ${1:-} ]] || cat "$1" >/dev/null
 }
 
 res=$scratch/results
@@ -270,11 +183,7 @@ done
 
 # Did the plugin complain?
 if $has_serve; then
-	nerr=$(grep -c 'level=error' "$scratch/plugin.log" || true)
-	((nerr == 0)) || {
-		echo "WARNING: the plugin logged $nerr errors; the first ones:"
-		grep 'level=error' "$scratch/plugin.log" | head -n 5 | sed 's/^/  /'
-	}
+	plugin_errors "$scratch/plugin.log"
 fi
 
 # ---------------------------------------------------------------- report

@@ -17,91 +17,31 @@
 # delete slows file creation on this ext4 for minutes.
 set -euo pipefail
 
-src=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-build=$src/build-bench
-base=${STRATA_BENCH_BASE:-/var/tmp}
-runs=${RUNS:-5}
-cache_dir=/var/cache/strata-test
-minbase=$cache_dir/minbase.tar
+# shellcheck source=bench/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 rss_target_mib=32
 layer_mib=200
 
-die() {
-	echo "run-tar.sh: $*" >&2
-	exit 1
-}
-
-[[ $EUID -eq 0 ]] || die "needs root (owners, device nodes, drop_caches)"
-[[ $runs =~ ^[1-9][0-9]*$ ]] || die "RUNS must be a positive integer, not \"$runs\""
-((runs >= 5)) || echo "run-tar.sh: RUNS=$runs; medians of fewer than 5 runs are noise here" >&2
+need_root "owners, device nodes, drop_caches"
+bench_runs 5
 
 # Extraction must hit the disk the store lives on: tmpfs would measure RAM.
-fstype=$(findmnt -n -o FSTYPE --target "$base")
-case $fstype in
-tmpfs | ramfs | overlay)
-	die "$base is on $fstype; set STRATA_BENCH_BASE to a dir on a disk"
-	;;
-esac
+check_disk
 
-# shellcheck source=scripts/common.sh
-. "$src/scripts/common.sh"
 install_deps
-# A release build of the strata binary only: src/ and tests/ change under
-# other people's hands and a broken test must not stop a measurement.
-if [[ ! -f $build/build.ninja ]]; then
-	meson setup "$build" "$src" -Dbuildtype=release >/dev/null
-else
-	meson configure "$build" -Dbuildtype=release >/dev/null
-fi
-if ! log=$(ninja -C "$build" strata 2>&1); then
-	printf '%s\n' "$log" | grep -v '^\[' >&2
-	die "build in $build failed"
-fi
-strata=$build/strata
-py=/usr/bin/python3 # not a pyenv shim: its startup runs before every timed command
-
-scratch=$(mktemp -d "$base/strata-bench.XXXXXX")
-tmp_tar=
+build_strata
 
 # Whatever happens, nothing stays mounted (debootstrap mounts /proc and
 # /sys in its target) and nothing stays on disk.
-cleanup() {
-	local rc=$?
-	trap - EXIT INT TERM HUP
-	[[ -n $tmp_tar ]] && rm -f "$tmp_tar"
-	local -a left=()
-	mapfile -t left < <(awk -v p="$scratch" '$5 == p || index($5, p "/") == 1 { print $5 }' /proc/self/mountinfo |
-		tac)
-	if ((${#left[@]})); then
-		echo "run-tar.sh: unmounting leftovers: ${left[*]}" >&2
-		for m in "${left[@]}"; do
-			umount -l "$m" || true
-		done
-	fi
-	rm -rf --one-file-system "$scratch"
-	exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-trap 'exit 129' HUP
+make_scratch strata-bench
 
 # ---------------------------------------------------------------- inputs
 
-if [[ ! -s $minbase ]]; then
-	echo "==> debootstrap --variant=minbase bookworm (once; cached in $minbase)"
-	mkdir -p "$cache_dir"
-	rootfs=$scratch/rootfs # deleted with the scratch dir at the end, not now
-	debootstrap --variant=minbase bookworm "$rootfs" http://deb.debian.org/debian >"$scratch/debootstrap.log" 2>&1 ||
-		{
-			tail -n 20 "$scratch/debootstrap.log" >&2
-			die "debootstrap failed"
-		}
-	tmp_tar=$(mktemp "$cache_dir/.minbase.tar.XXXXXX")
-	tar --numeric-owner --xattrs --xattrs-include='*' -C "$rootfs" -cf "$tmp_tar" .
-	chmod 0644 "$tmp_tar"
-	mv "$tmp_tar" "$minbase"
-	tmp_tar=
+# The tree debootstrap made is deleted with the scratch dir at the end, not
+# now.
+if ! minbase_tar keep; then
+	tail -n 20 "$scratch/debootstrap.log" >&2
+	die "debootstrap failed"
 fi
 in=$minbase
 
@@ -143,17 +83,11 @@ with open(out, "a") as f:
 EOF
 timeit() { "$py" "$scratch/timeit.py" "$@"; }
 
-# Before every timed run: flush, drop the page cache, read the input once.
-prep_file() {
-	sync
-	echo 1 >/proc/sys/vm/drop_caches
-	cat "$1" >/dev/null
-}
-# The same for a tree: read every file once, so that all tools archive
-# from the page cache.
+# Before every timed run: prep FILE (lib.sh: flush, drop the page cache,
+# read the input once); prep_tree DIR the same for a tree: read every file
+# once, so that all tools archive from the page cache.
 prep_tree() {
-	sync
-	echo 1 >/proc/sys/vm/drop_caches
+	drop_caches
 	tar -cf - -C "$1" . | cat >/dev/null
 }
 
@@ -168,7 +102,7 @@ rss_kib() {
 	tail -n 1 "$out"
 }
 
-st() { "$strata" --root "$store" "$@"; }
+st() { "$STRATA" --root "$store" "$@"; }
 
 # Is a verb there at all?  (The tar verbs came with issue 3.)
 have_verb() { st "$1" --help >/dev/null 2>&1; }
@@ -203,12 +137,12 @@ for ((r = 0; r < runs; r++)); do
 		gnu | bsd) mkdir "$scratch/x/$t-$r" ;;
 		strata) st create "a$r" ;;
 		esac
-		prep_file "$in"
+		prep "$in"
 		case $t in
 		gnu) timeit "$res/apply.gnu" null "${gnu_x[@]}" "$scratch/x/gnu-$r" ;;
 		bsd) timeit "$res/apply.bsd" null "${bsd_x[@]}" "$scratch/x/bsd-$r" ;;
 		strata)
-			timeit "$res/apply.strata" null "$strata" --root "$store" apply --quiet "a$r" -i "$in"
+			timeit "$res/apply.strata" null "$STRATA" --root "$store" apply --quiet "a$r" -i "$in"
 			last_strata=a$r
 			;;
 		esac
@@ -250,7 +184,7 @@ for ((r = 0; r < runs; r++)); do
 		case $t in
 		gnu) timeit "$res/diff.gnu" pipe tar -cf - -C "$tree" . ;;
 		bsd) timeit "$res/diff.bsd" pipe bsdtar -cf - -C "$tree" . ;;
-		strata) timeit "$res/diff.strata" pipe "$strata" --root "$store" diff --quiet "$last_strata" ;;
+		strata) timeit "$res/diff.strata" pipe "$STRATA" --root "$store" diff --quiet "$last_strata" ;;
 		esac
 	done
 done
@@ -265,18 +199,18 @@ echo "diff entries: GNU tar $(diff_entries tar -cf - -C "$tree" .)," \
 echo "RSS input $layer: $(stat -c %s "$layer") bytes"
 rss_strata='' rss_strata_diff='' applied=''
 mkdir "$scratch/x/rss-gnu" "$scratch/x/rss-bsd"
-prep_file "$layer"
+prep "$layer"
 rss_gnu=$(rss_kib "$res/rss.gnu" tar --numeric-owner --xattrs --xattrs-include='*' -xf "$layer" -C "$scratch/x/rss-gnu")
-prep_file "$layer"
+prep "$layer"
 rss_bsd=$(rss_kib "$res/rss.bsd" bsdtar --numeric-owner -xpf "$layer" -C "$scratch/x/rss-bsd")
 if $has_apply; then
 	st create rss
-	prep_file "$layer"
-	rss_strata=$(rss_kib "$res/rss.strata" "$strata" --root "$store" apply --quiet rss -i "$layer")
+	prep "$layer"
+	rss_strata=$(rss_kib "$res/rss.strata" "$STRATA" --root "$store" apply --quiet rss -i "$layer")
 	applied=$(cat "$res/rss.strata.out")
 	if $has_diff; then
 		prep_tree "$store/diff/rss"
-		/usr/bin/time -f %M -o "$res/rss.strata-diff" "$strata" --root "$store" diff --quiet rss | cat >/dev/null
+		/usr/bin/time -f %M -o "$res/rss.strata-diff" "$STRATA" --root "$store" diff --quiet rss | cat >/dev/null
 		rss_strata_diff=$(tail -n 1 "$res/rss.strata-diff")
 	fi
 fi

@@ -33,123 +33,37 @@
 # run reads its files from the repository with a cold cache.
 set -euo pipefail
 
-src=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-build=$src/build-bench
-base=${STRATA_BENCH_BASE:-/var/tmp}
-runs=${RUNS:-5}
+# shellcheck source=bench/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 rmi_mode=${RMI:-each}
-cache_dir=/var/cache/strata-test
-minbase=$cache_dir/minbase.tar
 repo_name=bench.thin
 
-die() {
-	echo "run-thin.sh: $*" >&2
-	exit 1
-}
-
-[[ $EUID -eq 0 ]] || die "needs root (dockerd, mounts, drop_caches)"
-[[ $runs =~ ^[1-9][0-9]*$ ]] || die "RUNS must be a positive integer, not \"$runs\""
-((runs >= 5)) || echo "run-thin.sh: RUNS=$runs; medians of fewer than 5 runs are noise here" >&2
+need_root "dockerd, mounts, drop_caches"
+bench_runs 5
 [[ $rmi_mode == each || $rmi_mode == end ]] || die "RMI must be each or end, not \"$rmi_mode\""
 
 # The stores must be on the disk: tmpfs would measure RAM.
-fstype=$(findmnt -n -o FSTYPE --target "$base")
-case $fstype in
-tmpfs | ramfs | overlay)
-	die "$base is on $fstype; set STRATA_BENCH_BASE to a dir on a disk"
-	;;
-esac
+check_disk
 
-# shellcheck source=scripts/common.sh
-. "$src/scripts/common.sh"
 install_deps
-# A release build of the strata binary only, as bench/run-docker.sh does.
-if [[ ! -f $build/build.ninja ]]; then
-	meson setup "$build" "$src" -Dbuildtype=release >/dev/null
-else
-	meson configure "$build" -Dbuildtype=release >/dev/null
-fi
-if ! log=$(ninja -C "$build" strata 2>&1); then
-	printf '%s\n' "$log" | grep -v '^\[' >&2
-	die "build in $build failed"
-fi
-STRATA=$build/strata
-py=/usr/bin/python3 # not a pyenv shim: its startup runs before every timed command
+build_strata
 
 # shellcheck source=tests/integration/docker_lib.sh
 . "$src/tests/integration/docker_lib.sh"
-for need in "$DOCKERD_BIN" "$DOCKER_CLI" /bin/busybox; do
-	[[ -x $need ]] || die "$need is missing (apt-get install docker.io busybox-static)"
-done
+need_docker
 "$STRATA" thin --help >/dev/null 2>&1 || die "this strata has no \"thin\" verb"
 "$STRATA" serve --help >/dev/null 2>&1 || die "this strata has no \"serve\" verb"
 
-# Short: the daemon's unix socket lives in here.
-scratch=$(mktemp -d "$base/strata-bth.XXXXXX")
+# Short: the daemon's unix socket lives in here.  Whatever happens: dockerd
+# stopped (then the plugin), nothing mounted, nothing left on disk.
+make_scratch strata-bth dk_stop_all
 plugin=strata-bthin-$$
-tmp_tar=
-
-# Whatever happens: dockerd stopped (then the plugin), nothing mounted,
-# nothing left on disk.
-cleanup() {
-	local rc=$?
-	trap - EXIT INT TERM HUP
-	dk_stop_all
-	[[ -n $tmp_tar ]] && rm -f "$tmp_tar"
-	local -a left=()
-	mapfile -t left < <(awk -v p="$scratch" '$5 == p || index($5, p "/") == 1 { print $5 }' /proc/self/mountinfo |
-		awk '{ print length($0) " " $0 }' | sort -rn | cut -d' ' -f2-)
-	if ((${#left[@]})); then
-		echo "run-thin.sh: unmounting leftovers: ${left[*]}" >&2
-		for m in "${left[@]}"; do
-			umount -l "$m" || true
-		done
-	fi
-	rm -rf --one-file-system "$scratch"
-	exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-trap 'exit 129' HUP
 
 # ---------------------------------------------------------------- inputs
 
-# The minbase tar, as bench/run-docker.sh makes and caches it (under the
-# cache's lock, which tests/integration/t_tar_roundtrip.sh also takes).
-if [[ ! -s $minbase ]]; then
-	mkdir -p "$cache_dir"
-	exec 9>"$cache_dir/.lock"
-	flock -w 900 9 || die "could not lock $cache_dir/.lock"
-	if [[ ! -s $minbase ]]; then
-		echo "==> debootstrap --variant=minbase bookworm (once; cached in $minbase)"
-		rootfs=$scratch/rootfs
-		if debootstrap --variant=minbase bookworm "$rootfs" http://deb.debian.org/debian >"$scratch/debootstrap.log" 2>&1; then
-			tmp_tar=$(mktemp "$cache_dir/.minbase.tar.XXXXXX")
-			tar --numeric-owner --xattrs --xattrs-include='*' -C "$rootfs" -cf "$tmp_tar" .
-			chmod 0644 "$tmp_tar"
-			mv "$tmp_tar" "$minbase"
-			tmp_tar=
-		else
-			tail -n 5 "$scratch/debootstrap.log" >&2
-			echo "run-thin.sh: debootstrap failed: the minbase rows are skipped" >&2
-		fi
-		umount -R "$rootfs/proc" "$rootfs/sys" 2>/dev/null || true
-		rm -rf --one-file-system "$rootfs"
-	fi
-	exec 9>&-
-fi
-
-in=$scratch/in
-mkdir "$in"
-busybox_rootfs "$scratch/bb"
-tar --numeric-owner -C "$scratch/bb" -cf "$in/busybox.tar" .
+# The full images, as bench/run-docker.sh makes them.
+docker_inputs
 rm -rf "$scratch/bb"
-images=(busybox)
-if [[ -s $minbase ]]; then
-	ln -s "$minbase" "$in/minbase.tar"
-	images+=(minbase)
-fi
 
 # The thin images: each tree applied as a layer of a scratch store with the
 # strata CLI, published into the repository, its thin.json tarred.
@@ -221,13 +135,6 @@ with open(out, "a") as f:
 EOF
 docker_cmd=(env DOCKER_CONFIG="${DK_DIR[s]}/cli" timeout -k 10 "$DK_TIMEOUT" "$DOCKER_CLI" -H "unix://${DK_DIR[s]}/s")
 
-# Before every timed run: flush, drop the page cache, read the input once.
-prep() {
-	sync
-	echo 1 >/proc/sys/vm/drop_caches
-	cat "$1" >/dev/null
-}
-
 # input IMAGE KIND ROUND: the tar to import (with RMI=end, content of its
 # own: a marker file, or a comment in thin.json).
 input() {
@@ -284,11 +191,7 @@ if [[ $rmi_mode == end ]]; then
 	done
 fi
 
-nerr=$(grep -c 'level=error' "$scratch/plugin.log" || true)
-((nerr == 0)) || {
-	echo "WARNING: the plugin logged $nerr errors; the first ones:"
-	grep 'level=error' "$scratch/plugin.log" | head -n 5 | sed 's/^/  /'
-}
+plugin_errors "$scratch/plugin.log"
 
 # ---------------------------------------------------------------- report
 

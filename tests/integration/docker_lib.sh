@@ -1,8 +1,10 @@
 # shellcheck shell=bash
 # shellcheck disable=SC2034 # globals set here are read by the callers
 # Starting and stopping a real dockerd and `strata serve` for the Docker
-# integration test (tests/integration/t_docker.sh) and the benchmark
-# (bench/run-docker.sh).  Source it after setting STRATA (the strata binary).
+# integration tests (tests/integration/t_docker.sh, t_docker_thin.sh,
+# t_packaging.sh) and the benchmarks (bench/run-docker.sh, run-thin.sh),
+# and the TAP helpers the Docker tests share (at the end).  Source it after
+# setting STRATA (the strata binary).
 #
 # Every process is started in the background by this shell and stopped by
 # its PID: dockerd with SIGTERM (it stops its containerd and calls the
@@ -204,4 +206,130 @@ busybox_rootfs() {
 	printf '%s\n' 'root:x:0:0:root:/root:/bin/sh' 'daemon:x:1:1:daemon:/:/bin/false' \
 		'nobody:x:65534:65534:nobody:/:/bin/false' >"$dir/etc/passwd"
 	printf '%s\n' 'root:x:0:' 'daemon:x:1:' 'nogroup:x:65534:' >"$dir/etc/group"
+}
+
+# ------------------------------------------------------ for the Docker tests
+# What t_docker.sh and t_docker_thin.sh share.  They source lib.sh first
+# (pass, fail, skip, fixture_exit, unmount_under); each defines diag_logs TAG,
+# the TAP comments dcheck and dis add when a docker command fails.  Nothing
+# here runs unless called: bench/run-docker.sh and bench/run-thin.sh, and
+# tests/integration/t_packaging.sh, source this file too.
+
+# docker_test_exit: the EXIT trap of docker_test_init: every dockerd (then
+# every plugin) stopped, the scratch dir unmounted, then lib.sh's own trap
+# with the test's exit status.
+docker_test_exit() {
+	local rc=$?
+	trap - INT TERM HUP
+	dk_stop_all
+	unmount_under "$TEST_TMP"
+	(exit "$rc")
+	fixture_exit
+}
+
+# docker_test_init NAME: the traps (docker_test_exit on EXIT, which INT,
+# TERM and HUP reach as exit 130, 143, 129); skips NAME and exits 0 without
+# dockerd, the docker client, /bin/busybox or root; makes W=$TEST_TMP/w,
+# the test's inputs and results.  Replaces lib.sh's `is` with one for
+# values of several lines.
+docker_test_init() {
+	local name=$1 need
+	trap docker_test_exit EXIT
+	trap 'exit 130' INT
+	trap 'exit 143' TERM
+	trap 'exit 129' HUP
+	for need in "$DOCKERD_BIN" "$DOCKER_CLI" /bin/busybox; do
+		if [[ ! -x $need ]]; then
+			skip "$name" "$need is missing (apt-get install docker.io busybox-static)"
+			exit 0
+		fi
+	done
+	if [[ $EUID -ne 0 ]]; then
+		skip "$name" "needs root"
+		exit 0
+	fi
+	W=$TEST_TMP/w
+	mkdir -p "$W"
+
+	# is DESC ACTUAL EXPECTED: lib.sh's, for values of several lines.
+	# shellcheck disable=SC2317 # called by the tests
+	is() {
+		if [[ $2 == "$3" ]]; then pass "$1"; else failn "$1" "got:" "$2" "expected:" "$3"; fi
+	}
+}
+
+# failn DESC TEXT...: fail, with every line of every TEXT a TAP comment
+# (lib.sh's fail marks only the first line of each argument).
+failn() {
+	local desc=$1 a
+	local -a lines=()
+	shift
+	for a in "$@"; do
+		mapfile -t -O "${#lines[@]}" lines <<<"$a"
+	done
+	fail "$desc" "${lines[@]}"
+}
+
+# dcheck TAG DESC DOCKER-ARGS...: passes when the docker command exits 0.
+dcheck() {
+	local tag=$1 desc=$2 out
+	shift 2
+	if out=$(dk "$tag" "$@" 2>&1); then
+		pass "$desc"
+	else
+		failn "$desc" "command: docker $*" "$(printf '%s\n' "$out" | tail -n 10)"
+		diag_logs "$tag"
+		return 1
+	fi
+}
+
+# dis TAG DESC EXPECTED DOCKER-ARGS...: the command's stdout is EXPECTED.
+dis() {
+	local tag=$1 desc=$2 want=$3 out rc
+	shift 3
+	out=$(dk "$tag" "$@" 2>"$W/stderr")
+	rc=$?
+	if ((rc == 0)) && [[ $out == "$want" ]]; then
+		pass "$desc"
+	else
+		failn "$desc" "command: docker $* (status $rc)" "got:" "$out" "expected:" "$want" \
+			"stderr:" "$(tail -n 10 "$W/stderr")"
+		((rc == 0)) || diag_logs "$tag"
+		return 1
+	fi
+}
+
+# alive TAG LABEL: dockerd and its plugin (on a strata driver) still run.
+# When one died the scenario stops: each call to a dead plugin makes
+# dockerd retry for 30 s.
+alive() {
+	local tag=$1 label=$2 driver=${DK_DRIVER[$1]}
+	if ! is_running "${DK_PID[$tag]:-0}"; then
+		failn "$label: dockerd died" "$(tail -n 15 "${DK_DIR[$tag]}/dockerd.log")"
+		return 1
+	fi
+	if [[ $driver != overlay2 ]] && ! is_running "${PLUGIN_PID[$driver]:-0}"; then
+		failn "$label: strata serve died" "$(tail -n 15 "${PLUGIN_LOG[$driver]}")"
+		return 1
+	fi
+}
+
+# stop TAG LABEL: dockerd, then its plugin (on a strata driver); checks
+# both went cleanly and left nothing mounted under the data root.
+stop() {
+	local tag=$1 label=$2 driver=${DK_DRIVER[$1]}
+	dk_stop "$tag"
+	is "$label: dockerd exits 0 on SIGTERM" "$DK_STOP_RC" 0
+	if [[ $driver != overlay2 ]]; then
+		plugin_stop "$driver"
+		is "$label: strata serve exits 0 on SIGTERM" "${PLUGIN_RC[$driver]}" 0
+		is "$label: strata serve removed its socket" "$PLUGIN_SOCK_LEFT" no
+	fi
+	is "$label: nothing left mounted under the data root" "$(mounts_under "${DK_DIR[$tag]}/d")" ""
+}
+
+# driver_status TAG KEY: KEY's value in docker info's DriverStatus pairs.
+driver_status() {
+	dk "$1" info --format '{{json .DriverStatus}}' |
+		python3 -c 'import json, sys; print(dict(json.load(sys.stdin)).get(sys.argv[1], "(no " + sys.argv[1] + ")"))' "$2"
 }

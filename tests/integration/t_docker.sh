@@ -17,32 +17,8 @@
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/docker_lib.sh"
 
-docker_exit() {
-	local rc=$?
-	trap - INT TERM HUP
-	dk_stop_all
-	unmount_under "$TEST_TMP"
-	(exit "$rc")
-	fixture_exit
-}
-trap docker_exit EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-trap 'exit 129' HUP
-
-for need in "$DOCKERD_BIN" "$DOCKER_CLI" /bin/busybox; do
-	if [[ ! -x $need ]]; then
-		skip "docker tests" "$need is missing (apt-get install docker.io busybox-static)"
-		exit 0
-	fi
-done
-if [[ $EUID -ne 0 ]]; then
-	skip "docker tests" "needs root"
-	exit 0
-fi
-
-W=$TEST_TMP/w # inputs and results, shared by both runs
-mkdir -p "$W"
+# W ($TEST_TMP/w): inputs and results, shared by both runs.
+docker_test_init "docker tests"
 PLUGIN=strata-it-$$
 PLUGIN_LOGFILE=$TEST_TMP/plugin.log
 : >"$PLUGIN_LOGFILE"
@@ -167,6 +143,9 @@ EOF
 
 # ---------------------------------------------------------------- helpers
 
+# failn, is, dcheck, dis, alive, stop and driver_status are docker_lib.sh's;
+# diag_logs is this test's own.
+
 # diag_logs TAG: the ends of dockerd's and the plugin's logs, as TAP comments.
 diag_logs() {
 	local tag=$1
@@ -175,51 +154,6 @@ diag_logs() {
 	if [[ ${DK_DRIVER[$tag]:-} == "$PLUGIN" ]]; then
 		echo "# --- plugin log, last lines:"
 		tail -n 15 "$PLUGIN_LOGFILE" | sed 's/^/#   /'
-	fi
-}
-
-# failn DESC TEXT...: fail, with every line of every TEXT a TAP comment
-# (lib.sh's fail marks only the first line of each argument).
-failn() {
-	local desc=$1 a
-	local -a lines=()
-	shift
-	for a in "$@"; do
-		mapfile -t -O "${#lines[@]}" lines <<<"$a"
-	done
-	fail "$desc" "${lines[@]}"
-}
-
-# is DESC ACTUAL EXPECTED: lib.sh's, for values of several lines.
-is() {
-	if [[ $2 == "$3" ]]; then pass "$1"; else failn "$1" "got:" "$2" "expected:" "$3"; fi
-}
-
-# dcheck TAG DESC DOCKER-ARGS...: passes when the docker command exits 0.
-dcheck() {
-	local tag=$1 desc=$2 out
-	shift 2
-	if out=$(dk "$tag" "$@" 2>&1); then
-		pass "$desc"
-	else
-		failn "$desc" "command: docker $*" "$(printf '%s\n' "$out" | tail -n 10)"
-		diag_logs "$tag"
-		return 1
-	fi
-}
-
-# dis TAG DESC EXPECTED DOCKER-ARGS...: the command's stdout is EXPECTED.
-dis() {
-	local tag=$1 desc=$2 want=$3 out rc
-	shift 3
-	out=$(dk "$tag" "$@" 2>"$W/stderr")
-	rc=$?
-	if ((rc == 0)) && [[ $out == "$want" ]]; then
-		pass "$desc"
-	else
-		failn "$desc" "command: docker $* (status $rc)" "got:" "$out" "expected:" "$want" "stderr:" "$(tail -n 10 "$W/stderr")"
-		((rc == 0)) || diag_logs "$tag"
-		return 1
 	fi
 }
 
@@ -241,20 +175,6 @@ leftover_mounts() {
 	mounts_under "$d" | grep -vx -e "$d" -e "$d/overlay2" || true
 }
 
-# alive TAG LABEL: dockerd and its plugin still run.  When one died the
-# scenario stops (each call to a dead plugin makes dockerd retry for 30 s).
-alive() {
-	local tag=$1 label=$2 driver=${DK_DRIVER[$1]}
-	if ! is_running "${DK_PID[$tag]:-0}"; then
-		failn "$label: dockerd died" "$(tail -n 15 "${DK_DIR[$tag]}/dockerd.log")"
-		return 1
-	fi
-	if [[ $driver != overlay2 ]] && ! is_running "${PLUGIN_PID[$driver]:-0}"; then
-		failn "$label: strata serve died" "$(tail -n 15 "$PLUGIN_LOGFILE")"
-		return 1
-	fi
-}
-
 # start TAG: the plugin first (for strata), then dockerd.
 start() {
 	local tag=$1 driver=${2:-}
@@ -262,19 +182,6 @@ start() {
 		plugin_start "$driver" "$PLUGIN_LOGFILE" || return 1
 	fi
 	dk_start "$tag" "$TEST_TMP/$tag" "$driver"
-}
-
-# stop TAG DESC: dockerd, then the plugin; checks both went cleanly.
-stop() {
-	local tag=$1 desc=$2 driver=${DK_DRIVER[$1]}
-	dk_stop "$tag"
-	is "$desc: dockerd exits 0 on SIGTERM" "$DK_STOP_RC" 0
-	if [[ $driver != overlay2 ]]; then
-		plugin_stop "$driver"
-		is "$desc: strata serve exits 0 on SIGTERM" "${PLUGIN_RC[$driver]}" 0
-		is "$desc: strata serve removed its socket" "$PLUGIN_SOCK_LEFT" no
-	fi
-	is "$desc: nothing left mounted under the data root" "$(mounts_under "${DK_DIR[$tag]}/d")" ""
 }
 
 # rm_all TAG LABEL: every container and image.  `docker rmi` refuses an image
@@ -315,12 +222,6 @@ check_store_empty() {
 		is "$desc: docker info: the driver's status counts no layer, no mount" \
 			"$(driver_status "$tag" Layers) $(driver_status "$tag" Mounted)" "0 0"
 	fi
-}
-
-# driver_status TAG KEY: KEY's value in docker info's DriverStatus pairs.
-driver_status() {
-	dk "$1" info --format '{{json .DriverStatus}}' |
-		python3 -c 'import json, sys; print(dict(json.load(sys.stdin)).get(sys.argv[1], "(no " + sys.argv[1] + ")"))' "$2"
 }
 
 # store_leftovers DIR: what a strata store holds besides an empty skeleton:

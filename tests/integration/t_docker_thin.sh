@@ -19,32 +19,8 @@
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/docker_lib.sh"
 
-docker_exit() {
-	local rc=$?
-	trap - INT TERM HUP
-	dk_stop_all
-	unmount_under "$TEST_TMP"
-	(exit "$rc")
-	fixture_exit
-}
-trap docker_exit EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-trap 'exit 129' HUP
-
-for need in "$DOCKERD_BIN" "$DOCKER_CLI" /bin/busybox; do
-	if [[ ! -x $need ]]; then
-		skip "docker thin tests" "$need is missing (apt-get install docker.io busybox-static)"
-		exit 0
-	fi
-done
-if [[ $EUID -ne 0 ]]; then
-	skip "docker thin tests" "needs root"
-	exit 0
-fi
-
-W=$TEST_TMP/w
-mkdir -p "$W"
+# W ($TEST_TMP/w): inputs and results.
+docker_test_init "docker thin tests"
 CV=$TEST_TMP/cvmfs # the thin root
 REPO=$CV/repo.test # the repository, published into by a dir: publisher
 mkdir -p "$REPO"
@@ -102,21 +78,8 @@ end'
 
 # ---------------------------------------------------------------- helpers
 
-# failn DESC TEXT...: fail, every line of every TEXT a TAP comment.
-failn() {
-	local desc=$1 a
-	local -a lines=()
-	shift
-	for a in "$@"; do
-		mapfile -t -O "${#lines[@]}" lines <<<"$a"
-	done
-	fail "$desc" "${lines[@]}"
-}
-
-# is DESC ACTUAL EXPECTED, for values of several lines.
-is() {
-	if [[ $2 == "$3" ]]; then pass "$1"; else failn "$1" "got:" "$2" "expected:" "$3"; fi
-}
+# failn, is, dcheck, dis, alive, stop and driver_status are docker_lib.sh's;
+# diag_logs is this test's own.
 
 # diag_logs TAG: the ends of dockerd's and its plugin's logs.
 diag_logs() {
@@ -126,35 +89,6 @@ diag_logs() {
 	if [[ -n ${PLOG[$drv]:-} ]]; then
 		echo "# --- plugin $drv log, last lines:"
 		tail -n 15 "${PLOG[$drv]}" | sed 's/^/#   /'
-	fi
-}
-
-# dcheck TAG DESC DOCKER-ARGS...: passes when the docker command exits 0.
-dcheck() {
-	local tag=$1 desc=$2 out
-	shift 2
-	if out=$(dk "$tag" "$@" 2>&1); then
-		pass "$desc"
-	else
-		failn "$desc" "command: docker $*" "$(printf '%s\n' "$out" | tail -n 10)"
-		diag_logs "$tag"
-		return 1
-	fi
-}
-
-# dis TAG DESC EXPECTED DOCKER-ARGS...: the command's stdout is EXPECTED.
-dis() {
-	local tag=$1 desc=$2 want=$3 out rc
-	shift 3
-	out=$(dk "$tag" "$@" 2>"$W/stderr")
-	rc=$?
-	if ((rc == 0)) && [[ $out == "$want" ]]; then
-		pass "$desc"
-	else
-		failn "$desc" "command: docker $* (status $rc)" "got:" "$out" "expected:" "$want" \
-			"stderr:" "$(tail -n 10 "$W/stderr")"
-		((rc == 0)) || diag_logs "$tag"
-		return 1
 	fi
 }
 
@@ -175,43 +109,12 @@ dfails() {
 	fi
 }
 
-# alive TAG LABEL: dockerd and its plugin still run (else stop early:
-# each call to a dead plugin makes dockerd retry for 30 s).
-alive() {
-	local tag=$1 label=$2 drv=${DK_DRIVER[$1]}
-	if ! is_running "${DK_PID[$tag]:-0}"; then
-		failn "$label: dockerd died" "$(tail -n 15 "${DK_DIR[$tag]}/dockerd.log")"
-		return 1
-	fi
-	if ! is_running "${PLUGIN_PID[$drv]:-0}"; then
-		failn "$label: strata serve died" "$(tail -n 15 "${PLOG[$drv]}")"
-		return 1
-	fi
-}
-
 # start TAG PLUGIN DOCKERD-ARGS...: the plugin, then dockerd on it.
 start() {
 	local tag=$1 drv=$2
 	shift 2
 	plugin_start "$drv" "${PLOG[$drv]}" || return 1
 	dk_start "$tag" "$TEST_TMP/$tag" "$drv" "$@"
-}
-
-# stop TAG LABEL: dockerd, then its plugin; both went cleanly, nothing left.
-stop() {
-	local tag=$1 label=$2 drv=${DK_DRIVER[$1]}
-	dk_stop "$tag"
-	is "$label: dockerd exits 0 on SIGTERM" "$DK_STOP_RC" 0
-	plugin_stop "$drv"
-	is "$label: strata serve exits 0 on SIGTERM" "${PLUGIN_RC[$drv]}" 0
-	is "$label: strata serve removed its socket" "$PLUGIN_SOCK_LEFT" no
-	is "$label: nothing left mounted under the data root" "$(mounts_under "${DK_DIR[$tag]}/d")" ""
-}
-
-# driver_status TAG KEY: KEY's value in docker info's DriverStatus pairs.
-driver_status() {
-	dk "$1" info --format '{{json .DriverStatus}}' |
-		python3 -c 'import json, sys; print(dict(json.load(sys.stdin)).get(sys.argv[1], "(no " + sys.argv[1] + ")"))' "$2"
 }
 
 # layer_dir TAG IMAGE: the store dir of IMAGE's top layer (the driver's
