@@ -254,6 +254,65 @@ STRATA_API void strata_thin_report_clear(strata_thin_report *report);
 STRATA_API int strata_thin_make(strata_driver *driver, const char *id, const char *repo, const char *publisher,
 				char **ret_json, strata_error *err);
 
+/* ---- AUFS-format stores (SPEC section 2) ---- */
+
+/* What an import or check has done, after each layer. */
+typedef struct strata_import_progress {
+	size_t index, total; /* this layer is number index (1-based) of total */
+	const char *id;
+	int skipped;	  /* import: already imported by an earlier run */
+	uint64_t entries; /* tar entries of this layer (import) or differences (check) */
+} strata_import_progress;
+
+typedef void (*strata_import_fn)(const strata_import_progress *progress, void *data);
+
+typedef struct strata_import_stats {
+	size_t layers;		     /* imported now */
+	size_t skipped;		     /* imported by an earlier, interrupted run */
+	uint64_t files, dirs, links; /* regular files, directories, symlinks and specials */
+	uint64_t hardlinks;	     /* hardlinks (.wh..wh.plnk ones resolved to their visible path) */
+	uint64_t whiteouts, opaque_dirs;
+	uint64_t bytes; /* regular file content */
+} strata_import_stats;
+
+/*
+ * Imports the layers of an AUFS store (the seed's layout: AUFS_ROOT/layers/<id>
+ * chain files, AUFS_ROOT/diff/<id> dirs, as /var/lib/docker/aufs holds them)
+ * into this store under the same ids, parents first, converting .wh.
+ * whiteouts and .wh..wh..opq markers to overlay's and dropping aufs's
+ * bookkeeping (.wh..wh.plnk, .wh..wh.aufs, .wh..wh.orph).  The source is
+ * only read.  A run that was interrupted can be run again: layers it
+ * finished are kept, a half-made one is made again (the store records
+ * which layers the import made in ROOT/import-aufs/).  `progress` may be
+ * NULL.
+ */
+STRATA_API int strata_import_aufs(strata_driver *driver, const char *aufs_root, strata_import_fn progress, void *data,
+				  strata_import_stats *ret_stats, strata_error *err);
+
+/* One difference between an imported layer's overlay view and the aufs view. */
+typedef struct strata_check_diff {
+	char *id;
+	char *path;
+	char *what;
+} strata_check_diff;
+
+typedef struct strata_check_report {
+	size_t layers; /* compared */
+	size_t n;
+	strata_check_diff *diffs;
+} strata_check_report;
+
+/*
+ * For every layer of the AUFS store: mounts the imported layer with overlay
+ * and compares its merged tree with the merged tree the aufs semantics give
+ * for the source chain (names, types, modes, owners, sizes, mtimes of
+ * non-directories, symlink targets, device numbers, file contents).
+ * Returns the number of differences (0: identical) or a negative errno.
+ */
+STRATA_API int strata_import_aufs_check(strata_driver *driver, const char *aufs_root, strata_import_fn progress,
+					void *data, strata_check_report *ret, strata_error *err);
+STRATA_API void strata_check_report_clear(strata_check_report *report);
+
 /* 0 if `id` is a valid layer id, -EINVAL (with a message) if not. */
 STRATA_API int strata_id_validate(const char *id, strata_error *err);
 

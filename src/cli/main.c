@@ -14,8 +14,8 @@
 #define DEFAULT_ROOT "/var/lib/strata"
 
 static const cli_command *const commands[] = {
-	&cmd_init, &cmd_create,	 &cmd_rm,     &cmd_exists,   &cmd_mount,   &cmd_umount, &cmd_apply, &cmd_diff,
-	&cmd_size, &cmd_changes, &cmd_status, &cmd_metadata, &cmd_cleanup, &cmd_thin,	&cmd_serve,
+	&cmd_init, &cmd_create,	 &cmd_rm,     &cmd_exists,   &cmd_mount,   &cmd_umount, &cmd_apply,	  &cmd_diff,
+	&cmd_size, &cmd_changes, &cmd_status, &cmd_metadata, &cmd_cleanup, &cmd_thin,	&cmd_import_aufs, &cmd_serve,
 };
 
 const cli_command *cli_find(const char *name)
@@ -108,7 +108,7 @@ static void usage(FILE *f)
 		   "  -h, --help        this help; COMMAND --help for a command's\n\n"
 		   "commands:\n");
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-		fprintf(f, "  %-9s %s\n", commands[i]->name, commands[i]->summary);
+		fprintf(f, "  %-11s %s\n", commands[i]->name, commands[i]->summary);
 }
 
 static int dispatch(cli_globals *g, int argc, char **argv)

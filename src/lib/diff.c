@@ -37,7 +37,8 @@ static void tar_opts_init(const strata_driver *d, const strata_tar_options *o, t
 	*ret = (tar_opts){
 		.uids = &d->uids,
 		.gids = &d->gids,
-		.flags = o->flags,
+		/* An aufs store's diff dirs keep the .wh. files of the tar. */
+		.flags = o->flags | (d->aufs ? TAR_AUFS : 0),
 		.progress = o->progress,
 		.progress_data = o->progress_data,
 		.cancel = o->cancel,
@@ -433,7 +434,7 @@ static int own_changes(strata_driver *d, const char *id, layer_view *v, change_l
 	size_t n = 0;
 	r = open_lowers(d, v->parents, &plan, &lowers, &n, err);
 	if (r >= 0) {
-		r = changes_layer(v->dfd, lowers, n, ret, err);
+		r = changes_layer(v->dfd, lowers, n, d->aufs ? TAR_AUFS : 0, ret, err);
 		close_lowers(lowers, n);
 	}
 	if (plan.acquired)

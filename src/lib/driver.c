@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "driver.h"
+#include "union/aufs.h"
 #include "util/banned.h"
 #include "util/error.h"
 #include "util/fs.h"
@@ -134,10 +135,14 @@ int kv_add(strata_kv_list *list, const char *key, const char *fmt, ...)
 	return 0;
 }
 
+typedef enum engine_choice { ENGINE_AUTO, ENGINE_OVERLAY, ENGINE_AUFS } engine_choice;
+
 /* Options arrive as "key=value" from the CLI (-o) or Docker's Init Opts. */
-static int parse_options(strata_driver *d, const char *const *options, overlay_api *ret_api, strata_error *err)
+static int parse_options(strata_driver *d, const char *const *options, overlay_api *ret_api, engine_choice *ret_engine,
+			 strata_error *err)
 {
 	*ret_api = OVERLAY_API_AUTO;
+	*ret_engine = ENGINE_AUTO;
 	for (const char *const *o = options; o && *o; o++) {
 		const char *eq = strchr(*o, '=');
 		if (!eq)
@@ -145,9 +150,16 @@ static int parse_options(strata_driver *d, const char *const *options, overlay_a
 		size_t kl = (size_t)(eq - *o);
 		const char *v = eq + 1;
 		if (kl == 6 && !strncmp(*o, "engine", kl)) {
-			if (strcmp(v, "overlay") && strcmp(v, "auto"))
-				return error_setf(err, -EINVAL,
-						  "driver option engine=%s: unknown engine (known: overlay)", v);
+			if (!strcmp(v, "overlay"))
+				*ret_engine = ENGINE_OVERLAY;
+			else if (!strcmp(v, "aufs"))
+				*ret_engine = ENGINE_AUFS;
+			else if (!strcmp(v, "auto"))
+				*ret_engine = ENGINE_AUTO;
+			else
+				return error_setf(
+					err, -EINVAL,
+					"driver option engine=%s: unknown engine (known: overlay, aufs, auto)", v);
 		} else if (kl == 8 && !strncmp(*o, "mountapi", kl)) {
 			if (!strcmp(v, "auto"))
 				*ret_api = OVERLAY_API_AUTO;
@@ -229,7 +241,8 @@ static int driver_open(const char *root, const char *const *options, unsigned fl
 	if (r < 0)
 		return r;
 	overlay_api want;
-	r = parse_options(d, options, &want, err);
+	engine_choice engine;
+	r = parse_options(d, options, &want, &engine, err);
 	if (r < 0)
 		return error_prefix(err, r, "%s %s", op, root);
 
@@ -243,7 +256,34 @@ static int driver_open(const char *root, const char *const *options, unsigned fl
 	if (r < 0)
 		return error_set(err, r, "%s %s: statfs", op, abs);
 	fs_name((unsigned long)sfs.f_type, d->backing_fs, sizeof(d->backing_fs));
-	if (flags & STRATA_OPEN_INIT) {
+	/* A store keeps the engine it was made with (ROOT/engine): its diff
+	 * dirs are in that engine's format.  auto: that one, or for a new
+	 * store aufs when the kernel lists it (as Docker chose), else overlay. */
+	engine_choice recorded = ENGINE_AUTO;
+	_cleanup_free_ char *engine_path = NULL;
+	if (asprintf(&engine_path, "%s/engine", abs) < 0)
+		return -ENOMEM;
+	_cleanup_free_ char *rec = NULL;
+	size_t rec_len = 0;
+	r = fs_read_at(AT_FDCWD, engine_path, 64, &rec, &rec_len);
+	if (r >= 0)
+		recorded = !strncmp(rec, "aufs", 4) ? ENGINE_AUFS : ENGINE_OVERLAY;
+	else if (r != -ENOENT)
+		return error_set(err, r, "%s %s: read %s", op, abs, engine_path);
+	if (engine != ENGINE_AUTO && recorded != ENGINE_AUTO && engine != recorded)
+		return error_setf(err, -EINVAL, "%s %s: engine=%s, but the store was made with %s (see %s)", op, abs,
+				  engine == ENGINE_AUFS ? "aufs" : "overlay",
+				  recorded == ENGINE_AUFS ? "aufs" : "overlay", engine_path);
+	if (engine == ENGINE_AUTO)
+		engine = recorded != ENGINE_AUTO		? recorded
+			 : aufs_listed("/proc/filesystems") > 0 ? ENGINE_AUFS
+								: ENGINE_OVERLAY;
+	d->aufs = engine == ENGINE_AUFS;
+	if (d->aufs) {
+		r = aufs_supported((unsigned long)sfs.f_type, d->backing_fs, err);
+		if (r < 0)
+			return error_prefix(err, r, "%s %s: engine=aufs", op, abs);
+	} else if (flags & STRATA_OPEN_INIT) {
 		switch ((unsigned long)sfs.f_type) {
 		case OVERLAYFS_SUPER_MAGIC:
 		case AUFS_SUPER_MAGIC:
@@ -271,12 +311,21 @@ static int driver_open(const char *root, const char *const *options, unsigned fl
 		d->api = want;
 	d->selinux = selinux_enabled();
 
+	if ((flags & STRATA_OPEN_INIT) && recorded == ENGINE_AUTO) {
+		const char *name = d->aufs ? "aufs\n" : "overlay\n";
+		r = fs_write_atomic_at(d->store->root_fd, "engine", name, strlen(name), 0600, FS_WRITE_SYNC);
+		if (r < 0)
+			return error_set(err, r, "init %s: write %s", d->store->root, engine_path);
+	}
 	if (flags & STRATA_OPEN_INIT) {
 		_cleanup_lock_ id_lock init_lock = ID_LOCK_INIT;
 		r = lock_store_init(d->store, &init_lock);
 		if (r < 0)
 			return error_set(err, r, "init %s: lock %s/lock", d->store->root, d->store->root);
-		r = driver_probe_backing(d, err);
+		if (d->aufs)
+			d->dirperm1 = aufs_probe_dirperm1(d->store->root);
+		else
+			r = driver_probe_backing(d, err);
 		if (r < 0)
 			return error_prefix(err, r, "init %s", d->store->root);
 		r = driver_recover(d, err);
@@ -337,10 +386,14 @@ static int status(strata_driver *d, strata_kv_list *ret_status, strata_error *er
 	r = 0;
 	r = r < 0 ? r : kv_add(&l, "Root Dir", "%s", d->store->root);
 	r = r < 0 ? r : kv_add(&l, "Backing Filesystem", "%s", d->backing_fs);
-	r = r < 0 ? r : kv_add(&l, "Union Engine", "overlay");
-	r = r < 0 ? r
-		  : kv_add(&l, "Mount API", "%s",
-			   d->api == OVERLAY_API_NEW ? "new (fsconfig lowerdir+)" : "legacy (mount(2), short paths)");
+	r = r < 0 ? r : kv_add(&l, "Union Engine", "%s", d->aufs ? "aufs" : "overlay");
+	if (d->aufs)
+		r = r < 0 ? r : kv_add(&l, "Dirperm1 Supported", "%s", d->dirperm1 ? "true" : "false");
+	else
+		r = r < 0 ? r
+			  : kv_add(&l, "Mount API", "%s",
+				   d->api == OVERLAY_API_NEW ? "new (fsconfig lowerdir+)"
+							     : "legacy (mount(2), short paths)");
 	r = r < 0 ? r : kv_add(&l, "Supports d_type", "true");
 	r = r < 0 ? r : kv_add(&l, "Max Chain Length", "%d", STORE_MAX_PARENTS + 1);
 	r = r < 0 ? r : kv_add(&l, "SELinux Labels", "%s", d->selinux ? "true" : "false");

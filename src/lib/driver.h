@@ -17,6 +17,8 @@ struct strata_driver {
 	bool selinux;
 	char backing_fs[32];
 	idmap uids, gids; /* container -> host, for layer tars */
+	bool aufs;	  /* the aufs engine (union/aufs.h); else overlay */
+	bool dirperm1;	  /* aufs takes dirperm1 */
 	thin_config thin;
 	bool thin_seen; /* ROOT/thin exists: some layer may be thin */
 };

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "driver.h"
+#include "union/aufs.h"
 #include "util/banned.h"
 #include "util/error.h"
 #include "util/fs.h"
@@ -60,6 +61,17 @@ static int mount_chain(strata_driver *d, const char *id, char **parents, const c
 		}
 		if (strlen(lowers[i]) > longest)
 			longest = strlen(lowers[i]);
+	}
+
+	if (d->aufs) {
+		/* aufs: the layer's diff dir over its parents' (no thin
+		 * layers: chain_plan_acquire refuses them). */
+		aufs_mount_data m = {0};
+		int r = aufs_build_mount_data(upper, lowers, n, label, d->dirperm1, (size_t)getpagesize(), &m, err);
+		if (r >= 0)
+			r = aufs_mount(target, &m, err);
+		aufs_mount_data_release(&m);
+		return r;
 	}
 
 	union_request req = {

@@ -138,6 +138,10 @@ int chain_plan_acquire(strata_driver *d, const char *holder, chain_plan *p, stra
 {
 	if (p->image.n == 0)
 		return 0;
+	/* Published layers are in overlay's format, which aufs cannot read. */
+	if (d->aufs)
+		return error_setf(err, -EOPNOTSUPP, "thin image of layer %s: thin layers need the overlay engine",
+				  p->thin_id);
 	if (d->thin.internal) {
 		_cleanup_close_ int fd = -1;
 		int r = driver_thin_dir(d, true, &fd);

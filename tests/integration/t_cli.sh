@@ -15,7 +15,10 @@ check "init" st init
 check "init again is fine" st init
 check_error "unknown driver option" 'init .*unknown driver option "frob"' st -o frob=1 init
 check_error "bad mountapi" 'mountapi=sometimes: expected auto, new or legacy' st -o mountapi=sometimes status
-check_error "bad engine" 'engine=aufs: unknown engine' st -o engine=aufs status
+check_error "bad engine" 'engine=zfs: unknown engine \(known: overlay, aufs, auto\)' st -o engine=zfs status
+check_error "engine of another store" 'engine=aufs, but the store was made with overlay' st -o engine=aufs status
+check_error "no aufs in this kernel" "init $TEST_TMP/aufs-store: engine=aufs: aufs is not in /proc/filesystems" \
+	"$STRATA" --root "$TEST_TMP/aufs-store" -o engine=aufs init
 
 check_error "create without id" 'create: missing ID' st create
 check_error "create with 3 args" 'create: too many arguments' st create a b c

@@ -905,6 +905,17 @@ static int extract_entry(extractor *x, struct archive_entry *e)
 	if (r < 0)
 		return r;
 
+	if (!strncmp(base, WHITEOUT_PREFIX, strlen(WHITEOUT_PREFIX)) && (x->o->flags & TAR_AUFS)) {
+		/* aufs reads .wh. files itself: they stay files. */
+		if (!strncmp(base, WHITEOUT_META, strlen(WHITEOUT_META)) && strcmp(base, WHITEOUT_OPAQUE) != 0)
+			return 0;
+		const char *victim = base + strlen(WHITEOUT_PREFIX);
+		if (!*victim || !strcmp(victim, ".") || !strcmp(victim, ".."))
+			return entry_fail(x, -EINVAL, "whiteout of \"%s\" names no file", victim);
+		if (type != AE_IFREG || archive_entry_hardlink(e))
+			return entry_fail(x, -EINVAL, "a whiteout must be a regular file");
+		return extract_file(x, e, pfd, base, path);
+	}
 	if (!strncmp(base, WHITEOUT_PREFIX, strlen(WHITEOUT_PREFIX))) {
 		if (!strcmp(base, WHITEOUT_OPAQUE)) {
 			if (fsetxattr(pfd, OVERLAY_OPAQUE_XATTR, "y", 1, 0) < 0)

@@ -252,9 +252,32 @@ int changes_trees(int old_fd, int new_fd, change_list *ret, strata_error *err)
 
 typedef struct layer_cmp {
 	const int *lower_fds;
+	bool aufs; /* the AUFS on-disk format: .wh. files, .wh..wh..opq */
 	change_list *out;
 	strata_error *err;
 } layer_cmp;
+
+static bool is_aufs_meta(const char *name)
+{
+	return !strncmp(name, WHITEOUT_META, strlen(WHITEOUT_META));
+}
+
+/* aufs: is there a ".wh.<base of rel>" beside rel in this layer? */
+static bool aufs_whited_out(int layer_fd, const char *rel)
+{
+	const char *slash = strrchr(rel, '/');
+	char wh[PATH_MAX];
+	int n = slash ? snprintf(wh, sizeof(wh), "%.*s/" WHITEOUT_PREFIX "%s", (int)(slash - rel), rel, slash + 1)
+		      : snprintf(wh, sizeof(wh), WHITEOUT_PREFIX "%s", rel);
+	return n > 0 && (size_t)n < sizeof(wh) && faccessat(layer_fd, wh, F_OK, AT_SYMLINK_NOFOLLOW) == 0;
+}
+
+static bool dir_is_opaque(const layer_cmp *c, int dirfd)
+{
+	if (c->aufs)
+		return faccessat(dirfd, WHITEOUT_OPAQUE, F_OK, AT_SYMLINK_NOFOLLOW) == 0;
+	return tar_is_opaque(dirfd);
+}
 
 /* The layers (indexes into lower_fds, nearest first) whose dir at some
  * path makes up the parents' merged view of it. */
@@ -268,6 +291,8 @@ typedef struct stack {
 static int lookup_below(layer_cmp *c, const stack *below, const char *rel, struct stat *ret_st, size_t *ret_k)
 {
 	for (size_t k = 0; k < below->n; k++) {
+		if (c->aufs && aufs_whited_out(c->lower_fds[below->layer[k]], rel))
+			return 0;
 		if (fstatat(c->lower_fds[below->layer[k]], rel, ret_st, AT_SYMLINK_NOFOLLOW) == 0) {
 			if (tar_is_whiteout(ret_st))
 				return 0;
@@ -285,7 +310,7 @@ static int lower_is_opaque(layer_cmp *c, size_t layer, const char *rel, bool *re
 	_cleanup_close_ int fd = openat(c->lower_fds[layer], rel, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
 		return error_set(c->err, negerrno(), "open parent layer's \"/%s\"", QUOTE(rel));
-	*ret = tar_is_opaque(fd);
+	*ret = dir_is_opaque(c, fd);
 	return 0;
 }
 
@@ -298,9 +323,11 @@ static int stack_below(layer_cmp *c, const stack *below, size_t k, const char *r
 	ret->layer = malloc((below->n - k) * sizeof(size_t));
 	if (!ret->layer)
 		return -ENOMEM;
-	for (; k < below->n; k++) {
+	for (size_t first = k; k < below->n; k++) {
 		size_t layer = below->layer[k];
 		struct stat st;
+		if (c->aufs && k > first && aufs_whited_out(c->lower_fds[layer], rel))
+			break;
 		if (fstatat(c->lower_fds[layer], rel, &st, AT_SYMLINK_NOFOLLOW) < 0) {
 			if (errno == ENOENT)
 				continue;
@@ -354,9 +381,21 @@ static int merged_listing(layer_cmp *c, const stack *below, const char *rel, cha
 		}
 		for (char **p = names; *p; p++) {
 			struct stat st;
-			if (fstatat(fd, *p, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+			bool present = true;
+			if (c->aufs) {
+				if (is_aufs_meta(*p))
+					continue;
+				if (!strncmp(*p, WHITEOUT_PREFIX, strlen(WHITEOUT_PREFIX))) {
+					/* Hides the name in the layers below. */
+					memmove(*p, *p + strlen(WHITEOUT_PREFIX),
+						strlen(*p) - strlen(WHITEOUT_PREFIX) + 1);
+					present = false;
+				}
+			} else if (fstatat(fd, *p, &st, AT_SYMLINK_NOFOLLOW) < 0) {
 				r = error_set(c->err, negerrno(), "stat parent layer's \"/%s/%s\"", QUOTE(rel), *p);
 				break;
+			} else {
+				present = !tar_is_whiteout(&st);
 			}
 			if (n == alloc) {
 				alloc = alloc ? 2 * alloc : 64;
@@ -367,7 +406,7 @@ static int merged_listing(layer_cmp *c, const stack *below, const char *rel, cha
 				}
 				all = na;
 			}
-			all[n++] = (seen_name){TAKE_PTR(*p), k, !tar_is_whiteout(&st)};
+			all[n++] = (seen_name){TAKE_PTR(*p), k, present};
 		}
 	}
 	char **out = NULL;
@@ -453,7 +492,7 @@ static int layer_entry(layer_cmp *c, int upper_fd, const char *name, const char 
 	/* Below an opaque dir overlay looks at no lower layer, so its subdirs
 	 * replace theirs as well. */
 	size_t sub = 0;
-	r = walk_layer(c, fd, rel, &child, replaced || tar_is_opaque(fd), &sub);
+	r = walk_layer(c, fd, rel, &child, replaced || dir_is_opaque(c, fd), &sub);
 	free(child.layer);
 	if (r < 0)
 		return r;
@@ -477,12 +516,38 @@ static int walk_layer(layer_cmp *c, int upper_fd, const char *path, const stack 
 	size_t count = 0;
 	for (char **p = names; *p; p++) {
 		_cleanup_free_ char *rel = NULL;
+		if (c->aufs && is_aufs_meta(*p))
+			continue;
+		if (c->aufs && !strncmp(*p, WHITEOUT_PREFIX, strlen(WHITEOUT_PREFIX))) {
+			/* aufs: a .wh. file deletes the name below. */
+			r = join(path, *p + strlen(WHITEOUT_PREFIX), &rel);
+			if (r < 0)
+				return r;
+			struct stat lst;
+			size_t k = 0;
+			r = lookup_below(c, below, rel, &lst, &k);
+			if (r > 0) {
+				count++;
+				r = change_add(c->out, rel, STRATA_CHANGE_DELETE);
+			}
+			if (r < 0)
+				return r;
+			continue;
+		}
 		r = join(path, *p, &rel);
 		if (r < 0)
 			return r;
 		r = layer_entry(c, upper_fd, *p, rel, below, replaced, &count);
 		if (r < 0)
 			return r;
+	}
+	if (c->aufs) {
+		/* The names this layer decides, for the opaque case below: a
+		 * .wh. file decides its victim's. */
+		for (char **p = names; *p; p++)
+			if (!strncmp(*p, WHITEOUT_PREFIX, strlen(WHITEOUT_PREFIX)) && !is_aufs_meta(*p))
+				memmove(*p, *p + strlen(WHITEOUT_PREFIX), strlen(*p) - strlen(WHITEOUT_PREFIX) + 1);
+		qsort(names, strv_length(names), sizeof(char *), cmp_names);
 	}
 	if (replaced && below->n > 0) {
 		/* What the parents have here and this layer does not is
@@ -509,9 +574,10 @@ static int walk_layer(layer_cmp *c, int upper_fd, const char *path, const stack 
 	return 0;
 }
 
-int changes_layer(int upper_fd, const int *lower_fds, size_t n_lowers, change_list *ret, strata_error *err)
+int changes_layer(int upper_fd, const int *lower_fds, size_t n_lowers, unsigned flags, change_list *ret,
+		  strata_error *err)
 {
-	layer_cmp c = {.lower_fds = lower_fds, .out = ret, .err = err};
+	layer_cmp c = {.lower_fds = lower_fds, .aufs = flags & TAR_AUFS, .out = ret, .err = err};
 	stack root = {0};
 	root.layer = malloc((n_lowers ? n_lowers : 1) * sizeof(size_t));
 	if (!root.layer)

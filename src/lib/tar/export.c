@@ -374,7 +374,25 @@ static int walk(tar_writer *w, int dirfd, strbuf *path, strata_error *err)
 				continue; /* deleted meanwhile */
 			return error_set(err, negerrno(), "stat \"%s/%s\"", QUOTE(path->buf), *p);
 		}
-		if (tar_is_whiteout(&st)) {
+		if (w->o->flags & TAR_AUFS) {
+			/* aufs's whiteouts are hardlinks of one file
+			 * (.wh..wh.aufs): each is its own entry, never a
+			 * link; its bookkeeping dirs are not content. */
+			if (!strncmp(*p, WHITEOUT_META, strlen(WHITEOUT_META))) {
+				if (!strcmp(*p, WHITEOUT_OPAQUE) && S_ISREG(st.st_mode) && base_len) {
+					r = write_marker(w, path->buf, WHITEOUT_OPAQUE, "", &st, err);
+					if (r < 0)
+						return r;
+				}
+				continue;
+			}
+			if (!strncmp(*p, WHITEOUT_PREFIX, strlen(WHITEOUT_PREFIX)) && S_ISREG(st.st_mode)) {
+				r = write_marker(w, path->buf, WHITEOUT_PREFIX, *p + strlen(WHITEOUT_PREFIX), &st, err);
+				if (r < 0)
+					return r;
+				continue;
+			}
+		} else if (tar_is_whiteout(&st)) {
 			r = write_marker(w, path->buf, WHITEOUT_PREFIX, *p, &st, err);
 			if (r < 0)
 				return r;
@@ -396,7 +414,7 @@ static int walk(tar_writer *w, int dirfd, strbuf *path, strata_error *err)
 		r = write_dir(w, fd, path->buf, &st, err);
 		if (r < 0)
 			return r;
-		if (tar_is_opaque(fd)) {
+		if (!(w->o->flags & TAR_AUFS) && tar_is_opaque(fd)) {
 			r = write_marker(w, path->buf, WHITEOUT_OPAQUE, "", &st, err);
 			if (r < 0)
 				return r;

@@ -35,6 +35,11 @@ int idmap_to_container(const idmap *m, uint32_t id, uint32_t *ret);
 /* ---- shared by apply and export ---- */
 /* apply: the caller syncs the tree when done; start writeback early. */
 #define TAR_EARLY_WRITEBACK (1u << 16)
+/* The AUFS on-disk format: whiteouts are ".wh.<name>" files and opaque
+ * dirs hold ".wh..wh..opq", as in the tar; ".wh..wh.*" bookkeeping (plnk,
+ * aufs, orph) is never layer content.  Apply keeps the .wh. files as
+ * they are, export writes them as they are, changes reads them. */
+#define TAR_AUFS (1u << 17)
 
 typedef struct tar_opts {
 	const idmap *uids, *gids;
@@ -129,8 +134,10 @@ void change_list_release(change_list *l);
  * The fast path: the changes a diff dir makes over its parents' merged
  * view, reading only the diff dir and, for each name in it, the parents'
  * entries of that name.  lower_fds: the parents' diff dirs, nearest first.
+ * flags: TAR_AUFS for diff dirs in the AUFS format.
  */
-int changes_layer(int upper_fd, const int *lower_fds, size_t n_lowers, change_list *ret, strata_error *err);
+int changes_layer(int upper_fd, const int *lower_fds, size_t n_lowers, unsigned flags, change_list *ret,
+		  strata_error *err);
 
 /* The naive path: compares two trees (old_fd -1: an empty tree), as
  * Docker's ChangesDirs does. */
