@@ -18,9 +18,9 @@
 
 #include "strata.h"
 
-#define AUFS_XINO	  "/dev/shm/aufs.xino"
-#define AUFS_FIXED_ROOM	  54 /* the seed's reserve for ",dio,xino=..." and the label's quoting */
-#define AUFS_DIRPERM1	  "dirperm1"
+#define AUFS_XINO	"/dev/shm/aufs.xino"
+#define AUFS_FIXED_ROOM 54 /* the seed's reserve for ",dio,xino=..." and the label's quoting */
+#define AUFS_DIRPERM1	"dirperm1"
 
 typedef struct aufs_mount_data {
 	char *first;	  /* data for mount(2) */
