@@ -240,6 +240,82 @@ static int export_source(strata_driver *d, const aufs_store *src, const char *id
 	return 0;
 }
 
+/*
+ * aufs never shows a whiteout; overlay shows one (as a name that cannot be
+ * stat'ed) in a directory it does not merge with a lower one: in a base
+ * layer, in a directory new in this layer or opaque here, or one over a
+ * lower non-directory.  Such whiteouts hide nothing, so they go: only
+ * whiteouts that hide an entry of the parent's merged view stay.  Run
+ * before the layer is marked done, so a crash means it is made again.
+ */
+static int drop_phantoms_in(int dirfd, int parent_fd, bool opaque, const char *rel, strata_error *err)
+{
+	_cleanup_strv_free_ char **names = NULL;
+	int r = fs_list_dir(dirfd, &names);
+	if (r < 0)
+		return error_set(err, r, "read /%s", rel);
+	for (char **p = names; *p; p++) {
+		struct stat st;
+		if (fstatat(dirfd, *p, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			return error_set(err, negerrno(), "stat /%s/%s", rel, *p);
+		if (tar_is_whiteout(&st)) {
+			struct stat pst;
+			bool hides =
+				!opaque && parent_fd >= 0 && fstatat(parent_fd, *p, &pst, AT_SYMLINK_NOFOLLOW) == 0;
+			if (!hides && unlinkat(dirfd, *p, 0) < 0)
+				return error_set(err, negerrno(), "remove the whiteout /%s/%s", rel, *p);
+			continue;
+		}
+		if (!S_ISDIR(st.st_mode))
+			continue;
+		_cleanup_close_ int fd = openat(dirfd, *p, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0)
+			return error_set(err, negerrno(), "open /%s/%s", rel, *p);
+		bool sub_opaque = opaque || tar_is_opaque(fd);
+		_cleanup_close_ int pfd = -1;
+		if (!sub_opaque && parent_fd >= 0)
+			pfd = openat(parent_fd, *p, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		_cleanup_free_ char *sub = NULL;
+		if (asprintf(&sub, "%s%s%s", rel, *rel ? "/" : "", *p) < 0)
+			return -ENOMEM;
+		r = drop_phantoms_in(fd, pfd, sub_opaque, sub, err);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+static int drop_phantom_whiteouts(strata_driver *d, const char *id, const char *parent, strata_error *err)
+{
+	_cleanup_close_ int dfd = openat(d->store->diff_fd, id, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (dfd < 0)
+		return error_set(err, negerrno(), "open %s/diff/%s", d->store->root, id);
+	_cleanup_free_ char *view = NULL;
+	_cleanup_close_ int pfd = -1;
+	int r = 0;
+	if (parent) {
+		r = strata_get(d, parent, NULL, &view, err);
+		if (r < 0)
+			return r;
+		pfd = open(view, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (pfd < 0)
+			r = error_set(err, negerrno(), "open %s", view);
+	}
+	if (r >= 0)
+		r = drop_phantoms_in(dfd, pfd, false, "", err);
+	if (r >= 0 && syncfs(dfd) < 0)
+		r = error_set(err, negerrno(), "sync %s/diff/%s", d->store->root, id);
+	if (parent) {
+		close(pfd);
+		pfd = -1;
+		strata_error e2;
+		int pr = strata_put(d, parent, &e2);
+		if (pr < 0 && r >= 0)
+			r = error_set(err, pr, "%s", e2.message);
+	}
+	return r;
+}
+
 static int state_read(int state_fd, const char *id, char ret[16])
 {
 	_cleanup_free_ char *data = NULL;
@@ -310,6 +386,9 @@ static int import_layer(strata_driver *d, const aufs_store *src, const aufs_laye
 	r = strata_apply_diff(d, l->id, parent, tmp, NULL, &size, err);
 	if (r < 0)
 		return r;
+	r = drop_phantom_whiteouts(d, l->id, parent, err);
+	if (r < 0)
+		return error_prefix(err, r, "layer %s", l->id);
 	r = state_write(state_fd, l->id, "done\n");
 	if (r < 0)
 		return error_set(err, r, "write %s/" STATE_DIR "/%s", d->store->root, l->id);

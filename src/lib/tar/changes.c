@@ -294,7 +294,8 @@ static int lookup_below(layer_cmp *c, const stack *below, const char *rel, struc
 		if (c->aufs && aufs_whited_out(c->lower_fds[below->layer[k]], rel))
 			return 0;
 		if (fstatat(c->lower_fds[below->layer[k]], rel, ret_st, AT_SYMLINK_NOFOLLOW) == 0) {
-			if (tar_is_whiteout(ret_st))
+			/* aufs has no device whiteouts: a 0/0 device is content. */
+			if (!c->aufs && tar_is_whiteout(ret_st))
 				return 0;
 			*ret_k = k;
 			return 1;
@@ -373,13 +374,16 @@ static int merged_listing(layer_cmp *c, const stack *below, const char *rel, cha
 			r = error_set(c->err, negerrno(), "open parent layer's \"/%s\"", QUOTE(rel));
 			break;
 		}
-		_cleanup_strv_free_ char **names = NULL;
+		char **names = NULL;
 		r = fs_list_dir(fd, &names);
 		if (r < 0) {
 			error_set(c->err, r, "read parent layer's \"/%s\"", QUOTE(rel));
 			break;
 		}
-		for (char **p = names; *p; p++) {
+		/* Names move into `all` one by one, leaving NULLs: the vector
+		 * is freed by its length, not as a strv. */
+		size_t n_names = strv_length(names);
+		for (char **p = names; p < names + n_names; p++) {
 			struct stat st;
 			bool present = true;
 			if (c->aufs) {
@@ -408,6 +412,9 @@ static int merged_listing(layer_cmp *c, const stack *below, const char *rel, cha
 			}
 			all[n++] = (seen_name){TAKE_PTR(*p), k, present};
 		}
+		for (size_t i = 0; i < n_names; i++)
+			free(names[i]);
+		free(names);
 	}
 	char **out = NULL;
 	if (r >= 0) {
@@ -450,7 +457,7 @@ static int layer_entry(layer_cmp *c, int upper_fd, const char *name, const char 
 	if (exists < 0)
 		return exists;
 	int r;
-	if (tar_is_whiteout(&st)) {
+	if (!c->aufs && tar_is_whiteout(&st)) {
 		if (!exists)
 			return 0;
 		(*count)++;
@@ -519,8 +526,14 @@ static int walk_layer(layer_cmp *c, int upper_fd, const char *path, const stack 
 		if (c->aufs && is_aufs_meta(*p))
 			continue;
 		if (c->aufs && !strncmp(*p, WHITEOUT_PREFIX, strlen(WHITEOUT_PREFIX))) {
-			/* aufs: a .wh. file deletes the name below. */
-			r = join(path, *p + strlen(WHITEOUT_PREFIX), &rel);
+			/* aufs: a .wh. file deletes the name below.  ".wh.",
+			 * ".wh.." and ".wh..." name no file (aufs never makes
+			 * them): joined, they would name this dir or its
+			 * parent. */
+			const char *victim = *p + strlen(WHITEOUT_PREFIX);
+			if (!*victim || !strcmp(victim, ".") || !strcmp(victim, ".."))
+				continue;
+			r = join(path, victim, &rel);
 			if (r < 0)
 				return r;
 			struct stat lst;
