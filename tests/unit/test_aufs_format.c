@@ -703,7 +703,7 @@ static char **layer_changes(const scenario *s, bool aufs)
 	_cleanup_close_ int dir = new_dir(name);
 	int fds[MAX_LAYERS];
 	for (size_t i = 0; i < s->n_layers; i++) {
-		char ln[16];
+		char ln[32];
 		snprintf(ln, sizeof(ln), "%zu", i);
 		assert_int_equal(fs_mkdir_at(dir, ln, 0755), 0);
 		fds[i] = openat(dir, ln, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
