@@ -124,8 +124,12 @@ static int aufs_store_open(const char *root, aufs_store *ret, strata_error *err)
 			error_prefix(err, r, "%s/layers/%s", root, names[i]);
 			break;
 		}
-		l->id = TAKE_PTR(names[i]);
-		a.n++;
+		a.n++; /* released with the store from here on */
+		/* A copy: taking it would leave a hole where strv_free stops. */
+		if (!(l->id = strdup(names[i]))) {
+			r = -ENOMEM;
+			break;
+		}
 		if (strv_length(l->parents) > STORE_MAX_PARENTS) {
 			r = error_setf(err, -E2BIG, "%s/layers/%s: a chain of %zu layers; overlay mounts at most %d",
 				       root, l->id, strv_length(l->parents) + 1, STORE_MAX_PARENTS + 1);
@@ -574,7 +578,8 @@ static int aufs_listing(const int *bfds, size_t nb, aufs_entry **ret, size_t *re
 		aufs_entries_free(v, n);
 		return r;
 	}
-	qsort(v, n, sizeof(*v), cmp_aufs_entry);
+	if (n > 0) /* qsort(NULL, 0) is undefined */
+		qsort(v, n, sizeof(*v), cmp_aufs_entry);
 	/* Keep the first record of each name: the topmost branch's. */
 	size_t m = 0;
 	for (size_t i = 0; i < n; i++) {

@@ -418,7 +418,8 @@ static int merged_listing(layer_cmp *c, const stack *below, const char *rel, cha
 	}
 	char **out = NULL;
 	if (r >= 0) {
-		qsort(all, n, sizeof(*all), cmp_seen);
+		if (n > 1)
+			qsort(all, n, sizeof(*all), cmp_seen);
 		out = calloc(n + 1, sizeof(char *));
 		if (!out)
 			r = -ENOMEM;
