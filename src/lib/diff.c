@@ -216,6 +216,24 @@ int strata_apply_diff(strata_driver *d, const char *id, const char *parent, int 
 	return r < 0 ? error_prefix(err, r, "apply %s", QUOTE(id)) : 0;
 }
 
+int driver_tar_to_temp(strata_driver *d, int dir_fd, const tar_opts *o, int *ret_fd, strata_error *err)
+{
+	_cleanup_close_ int tmp = openat(d->store->root_fd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (tmp < 0)
+		return error_set(err, negerrno(), "create a temp file in %s", d->store->root);
+	tar_writer *w = NULL;
+	int r = tar_writer_new(tmp, o, &w, err);
+	if (r >= 0)
+		r = tar_write_layer(w, dir_fd, err);
+	if (r >= 0)
+		r = tar_writer_finish(w, err);
+	tar_writer_free(w);
+	if (r < 0)
+		return r;
+	*ret_fd = TAKE_FD(tmp);
+	return 0;
+}
+
 /* ---- the naive path: two mounted trees ---- */
 
 typedef struct trees {

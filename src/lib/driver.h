@@ -54,6 +54,11 @@ int driver_recover(strata_driver *d, strata_error *err);
 /* Checks the backing filesystem can carry overlay, by mounting a tiny one. */
 int driver_probe_backing(strata_driver *d, strata_error *err);
 
+/* Writes the tree under dir_fd as a layer tar (options o) into an unnamed
+ * temp file in the store root; *ret_fd is it, at its end.  For tars that
+ * must exist whole before they are used (hashed, published, re-read). */
+int driver_tar_to_temp(strata_driver *d, int dir_fd, const tar_opts *o, int *ret_fd, strata_error *err);
+
 /* Appends a key and a formatted value to a list. */
 int kv_add(strata_kv_list *list, const char *key, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
@@ -74,8 +79,9 @@ typedef struct chain_plan {
 	bool acquired;	  /* repositories held for the layer (internal method) */
 } chain_plan;
 
-/* Reads the thin.json files of `id` and its parents, nearest first, up to
- * the first thin one.  Cheap when the store has never had a thin layer. */
+/* Reads the thin.json of `id` or, if it is not thin, of the thin layer
+ * recorded under it (thin_record_under): two lookups whatever the chain's
+ * length, one faccessat when the store has never had a thin layer. */
 int chain_plan_read(strata_driver *d, const char *id, char *const *parents, chain_plan *ret, strata_error *err);
 /* Mounts the repositories (internal method, held by `holder`) and resolves
  * every thin layer to its dir.  On failure nothing stays held. */
@@ -88,6 +94,11 @@ int thin_check_image(strata_driver *d, const char *id, const char *parent, char 
 /* After mnt/<holder> is unmounted: drops what it held. */
 int thin_release_holder(strata_driver *d, const char *holder, strata_error *err);
 
+/* At create, before the chain file: records the thin layer under a new
+ * layer on `parent` (parent itself, or what is recorded under it), if any. */
+int thin_record_under(strata_driver *d, const char *id, const char *parent, strata_error *err);
+/* At remove: forgets that record. */
+int thin_forget_under(strata_driver *d, const char *id, strata_error *err);
 /* Drops the repository holds of layers whose union is not mounted (all of
  * them unless only_stale), then unmounts the repositories strata mounted
  * that nothing holds. */

@@ -224,24 +224,12 @@ static int export_source(strata_driver *d, const aufs_store *src, const char *id
 	_cleanup_close_ int dfd = openat(src->diff_fd, id, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (dfd < 0)
 		return error_set(err, negerrno(), "open %s/diff/%s", src->root, id);
-	_cleanup_close_ int tmp = openat(d->store->root_fd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-	if (tmp < 0)
-		return error_set(err, negerrno(), "create a temp file in %s", d->store->root);
 	/* Owners as they are on disk: the source store holds host ids, and
 	 * apply maps them again through this store's maps. */
 	idmap none = {0};
 	tar_opts o = {.uids = &none, .gids = &none, .flags = TAR_AUFS};
-	tar_writer *w = NULL;
-	int r = tar_writer_new(tmp, &o, &w, err);
-	if (r >= 0)
-		r = tar_write_layer(w, dfd, err);
-	if (r >= 0)
-		r = tar_writer_finish(w, err);
-	tar_writer_free(w);
-	if (r < 0)
-		return error_prefix(err, r, "read %s/diff/%s", src->root, id);
-	*ret_fd = TAKE_FD(tmp);
-	return 0;
+	int r = driver_tar_to_temp(d, dfd, &o, ret_fd, err);
+	return r < 0 ? error_prefix(err, r, "read %s/diff/%s", src->root, id) : 0;
 }
 
 /*

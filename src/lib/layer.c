@@ -79,6 +79,9 @@ int layer_scrub(strata_driver *d, const char *id, strata_error *err)
 	r = refs_remove(s, id);
 	if (r < 0)
 		return error_set(err, r, "remove %s/refs/%s", s->root, id);
+	r = thin_forget_under(d, id, err);
+	if (r < 0)
+		return r;
 
 	char removing[STORE_REMOVING_NAME_MAX];
 	store_removing_name(id, removing);
@@ -188,6 +191,9 @@ static int create_layer(strata_driver *d, const char *id, const char *parent, co
 		}
 	}
 	r = link_create(s, id, err);
+	if (r < 0)
+		goto fail;
+	r = thin_record_under(d, id, parent, err);
 	if (r < 0)
 		goto fail;
 

@@ -81,29 +81,121 @@ static int add_unique(char ***v, size_t *n, const char *s)
 	return 0;
 }
 
+/*
+ * ROOT/thin/under/<id>: the thin layer standing for the image under layer
+ * id, recorded when id is created.  A layer's thin.json can only appear
+ * while it has no child (apply refuses a layer with one), so what is under
+ * a new layer never changes: get reads one record instead of a thin.json
+ * lookup per layer of the chain.
+ */
+#define UNDER_DIR "under"
+
+static bool thin_dir_exists(strata_driver *d)
+{
+	if (!d->thin_seen && faccessat(d->store->root_fd, THIN_DIR, F_OK, AT_SYMLINK_NOFOLLOW) == 0)
+		d->thin_seen = true;
+	return d->thin_seen;
+}
+
+/* ROOT/thin/under/<id>, relative to the store root. */
+#define UNDER_NAME_MAX (sizeof(THIN_DIR "/" UNDER_DIR "/") + STRATA_ID_MAX)
+static void under_name(const char *id, char ret[UNDER_NAME_MAX])
+{
+	snprintf(ret, UNDER_NAME_MAX, THIN_DIR "/" UNDER_DIR "/%s", id);
+}
+
+/* The record for id: 1 and the thin layer's id, or 0 if there is none. */
+static int read_under(strata_driver *d, const char *id, char **ret, strata_error *err)
+{
+	char name[UNDER_NAME_MAX];
+	under_name(id, name);
+	_cleanup_free_ char *data = NULL;
+	size_t len = 0;
+	int r = fs_read_at(d->store->root_fd, name, STRATA_ID_MAX + 2, &data, &len);
+	if (r == -ENOENT)
+		return 0;
+	if (r < 0)
+		return error_set(err, r, "read %s/%s", d->store->root, name);
+	data[strcspn(data, "\n")] = '\0';
+	if (id_validate(data, NULL) < 0)
+		return error_setf(err, -EINVAL, "%s/%s: not a layer id", d->store->root, name);
+	*ret = TAKE_PTR(data);
+	return 1;
+}
+
+int thin_record_under(strata_driver *d, const char *id, const char *parent, strata_error *err)
+{
+	if (!parent || !*parent || !thin_dir_exists(d))
+		return 0;
+	/* Whether the parent holds a thin.json; get parses it (and says
+	 * what is wrong with it). */
+	char name[STRATA_ID_MAX + sizeof("/" THIN_FILE)];
+	snprintf(name, sizeof(name), "%s/" THIN_FILE, parent);
+	_cleanup_free_ char *under = NULL;
+	int r = 0;
+	if (faccessat(d->store->diff_fd, name, F_OK, AT_SYMLINK_NOFOLLOW) == 0) {
+		if (!(under = strdup(parent)))
+			return -ENOMEM;
+		r = 1;
+	} else if (errno != ENOENT) {
+		return error_set(err, negerrno(), "stat %s/diff/%s", d->store->root, name);
+	} else {
+		r = read_under(d, parent, &under, err);
+	}
+	if (r <= 0)
+		return r;
+	_cleanup_close_ int fd = -1;
+	r = driver_thin_dir(d, false, &fd);
+	if (r >= 0) {
+		r = fs_mkdir_at(fd, UNDER_DIR, 0700);
+		r = r == -EEXIST ? 0 : r;
+	}
+	_cleanup_close_ int ufd = r >= 0 ? openat(fd, UNDER_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) : -1;
+	if (r >= 0 && ufd < 0)
+		r = negerrno();
+	if (r >= 0)
+		r = fs_write_atomic_at(ufd, id, under, strlen(under), 0600, FS_WRITE_SYNC);
+	return r < 0 ? error_set(err, r, "write %s/" THIN_DIR "/" UNDER_DIR "/%s", d->store->root, id) : 0;
+}
+
+int thin_forget_under(strata_driver *d, const char *id, strata_error *err)
+{
+	char name[UNDER_NAME_MAX];
+	under_name(id, name);
+	if (thin_dir_exists(d) && unlinkat(d->store->root_fd, name, 0) < 0 && errno != ENOENT)
+		return error_set(err, negerrno(), "remove %s/%s", d->store->root, name);
+	return 0;
+}
+
 int chain_plan_read(strata_driver *d, const char *id, char *const *parents, chain_plan *ret, strata_error *err)
 {
 	chain_plan p = {.n_store = strv_length(parents)};
-	/* A store that never took a thin layer has no thin dir: one
-	 * faccessat instead of a thin.json lookup per layer. */
-	if (!d->thin_seen) {
-		if (faccessat(d->store->root_fd, THIN_DIR, F_OK, AT_SYMLINK_NOFOLLOW) < 0) {
-			*ret = p;
-			return 0;
-		}
-		d->thin_seen = true;
+	/* A store that never took a thin layer has no thin dir. */
+	if (!thin_dir_exists(d)) {
+		*ret = p;
+		return 0;
 	}
 	int r = layer_thin_read(d, id, &p.image, err);
 	if (r > 0) {
 		p.self = true;
 		p.n_store = 0;
 		p.thin_id = strdup(id);
-	}
-	for (size_t i = 0; r == 0 && parents[i]; i++) {
-		r = layer_thin_read(d, parents[i], &p.image, err);
+	} else if (r == 0) {
+		r = read_under(d, id, &p.thin_id, err);
+		size_t k = 0;
+		while (r > 0 && parents[k] && strcmp(parents[k], p.thin_id) != 0)
+			k++;
+		if (r > 0 && !parents[k])
+			r = error_setf(err, -EINVAL,
+				       "layer %s: the thin layer recorded under it, %s, is not in its chain", id,
+				       p.thin_id);
 		if (r > 0) {
-			p.n_store = i;
-			p.thin_id = strdup(parents[i]);
+			p.n_store = k;
+			r = layer_thin_read(d, p.thin_id, &p.image, err);
+			if (r == 0)
+				r = error_setf(err, -EINVAL,
+					       "layer %s: %s, recorded as the thin layer under it, is not thin", id,
+					       p.thin_id);
 		}
 	}
 	size_t n = 0;
@@ -186,16 +278,8 @@ static int export_layer(strata_driver *d, const char *name, const tar_opts *o, i
 	_cleanup_close_ int dfd = openat(d->store->diff_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (dfd < 0)
 		return error_set(err, negerrno(), "open %s/diff/%s", d->store->root, name);
-	_cleanup_close_ int tmp = openat(d->store->root_fd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-	if (tmp < 0)
-		return error_set(err, negerrno(), "create a temp file in %s", d->store->root);
-	tar_writer *w = NULL;
-	int r = tar_writer_new(tmp, o, &w, err);
-	if (r >= 0)
-		r = tar_write_layer(w, dfd, err);
-	if (r >= 0)
-		r = tar_writer_finish(w, err);
-	tar_writer_free(w);
+	_cleanup_close_ int tmp = -1;
+	int r = driver_tar_to_temp(d, dfd, o, &tmp, err);
 	if (r < 0)
 		return error_prefix(err, r, "export layer %s", name);
 	r = thin_digest_fd(tmp, ret_digest, ret_size);
@@ -374,18 +458,10 @@ static int digest_dir(strata_driver *d, const char *dir, char ret[THIN_DIGEST_LE
 	_cleanup_close_ int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dfd < 0)
 		return error_set(err, negerrno(), "open %s", dir);
-	_cleanup_close_ int tmp = openat(d->store->root_fd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-	if (tmp < 0)
-		return error_set(err, negerrno(), "create a temp file in %s", d->store->root);
 	idmap none = {0};
 	tar_opts o = {.uids = &none, .gids = &none};
-	tar_writer *w = NULL;
-	int r = tar_writer_new(tmp, &o, &w, err);
-	if (r >= 0)
-		r = tar_write_layer(w, dfd, err);
-	if (r >= 0)
-		r = tar_writer_finish(w, err);
-	tar_writer_free(w);
+	_cleanup_close_ int tmp = -1;
+	int r = driver_tar_to_temp(d, dfd, &o, &tmp, err);
 	if (r < 0)
 		return error_prefix(err, r, "export %s", dir);
 	r = thin_digest_fd(tmp, ret, NULL);

@@ -262,6 +262,8 @@ for c in X Y; do
 	echo container >"$R/diff/$c-init/etc/hostname"
 	touch -d @1700000000 "$R/diff/$c-init/etc/hostname"
 	: >"$R/diff/$c-init/.dockerenv"
+	# A fixed mtime: X and Y are compared, and may be made a second apart.
+	touch -d @1700000000 "$R/diff/$c-init/.dockerenv"
 	st create "$c" "$c-init"
 done
 px=$(sth mount X 2>"$W/err") || fail "mount X (a container on the thin image)" "$(cat "$W/err")"

@@ -253,13 +253,9 @@ int thin_repos_release(const thin_config *c, int state_fd, const char *holder, s
 	int r = repo_state_open(state_fd, &s, err);
 	if (r < 0)
 		return r;
-	if (unlinkat(s.users_fd, holder, 0) < 0) {
-		r = errno == ENOENT ? 0 : error_set(err, negerrno(), "remove thin/" USERS_DIR "/%s", holder);
-		if (r == 0 && !c->internal) {
-			repo_state_close(&s);
-			return 0;
-		}
-	}
+	/* No record is fine (nothing held); what is unused goes either way. */
+	if (unlinkat(s.users_fd, holder, 0) < 0 && errno != ENOENT)
+		r = error_set(err, negerrno(), "remove thin/" USERS_DIR "/%s", holder);
 	if (r >= 0)
 		r = unmount_unused(c, &s, err);
 	repo_state_close(&s);
