@@ -29,6 +29,7 @@
 
 #include "driver.h"
 #include "util/banned.h"
+#include "util/dirstack.h"
 #include "util/error.h"
 #include "util/fs.h"
 #include "util/macro.h"
@@ -240,41 +241,111 @@ static int export_source(strata_driver *d, const aufs_store *src, const char *id
  * whiteouts that hide an entry of the parent's merged view stay.  Run
  * before the layer is marked done, so a crash means it is made again.
  */
-static int drop_phantoms_in(int dirfd, int parent_fd, bool opaque, const char *rel, strata_error *err)
+typedef struct phantom_level {
+	char **names;
+	size_t next;
+	bool opaque;	 /* opaque here or above: nothing below merges */
+	bool has_parent; /* the parent's view has this directory */
+	size_t path_len;
+} phantom_level;
+
+/* Iterative (an AUFS layer a container wrote may be very deep): the
+ * layer's dirs and the parent view's on two dir_stacks. */
+static int drop_phantoms_in(int root_fd, int parent_root_fd, strata_error *err)
 {
-	_cleanup_strv_free_ char **names = NULL;
-	int r = fs_list_dir(dirfd, &names);
-	if (r < 0)
-		return error_set(err, r, "read /%s", rel);
-	for (char **p = names; *p; p++) {
+	dir_stack dirs = DIR_STACK_INIT(root_fd), pdirs = DIR_STACK_INIT(parent_root_fd);
+	phantom_level *levels = NULL;
+	size_t n = 0, alloc = 0;
+	strbuf path = {0};
+	int r = strbuf_append(&path, "", 0);
+	int fd = root_fd;
+	bool opaque = false, has_parent = parent_root_fd >= 0;
+	while (r >= 0) {
+		if (fd >= 0) { /* a directory just entered */
+			if (n == alloc) {
+				size_t a = alloc ? 2 * alloc : 16;
+				phantom_level *nl = realloc(levels, a * sizeof(*nl));
+				if (!nl) {
+					r = -ENOMEM;
+					break;
+				}
+				levels = nl;
+				alloc = a;
+			}
+			phantom_level l = {.opaque = opaque, .has_parent = has_parent, .path_len = path.len};
+			r = fs_list_dir(fd, &l.names);
+			if (r < 0) {
+				error_set(err, r, "read /%s", QUOTE(path.buf));
+				break;
+			}
+			levels[n++] = l;
+			fd = -1;
+		}
+		if (n == 0)
+			break;
+		phantom_level *l = &levels[n - 1];
+		path.len = l->path_len;
+		path.buf[path.len] = '\0';
+		const char *name = l->names[l->next];
+		if (!name) {
+			bool popped_parent = l->has_parent;
+			strv_free(l->names);
+			if (--n == 0)
+				break;
+			r = dir_stack_pop(&dirs);
+			if (r >= 0 && popped_parent)
+				r = dir_stack_pop(&pdirs);
+			if (r < 0)
+				error_set(err, r, "return from /%s", QUOTE(path.buf));
+			continue;
+		}
+		l->next++;
+		int dfd = dir_stack_fd(&dirs), pfd = l->has_parent ? dir_stack_fd(&pdirs) : -1;
 		struct stat st;
-		if (fstatat(dirfd, *p, &st, AT_SYMLINK_NOFOLLOW) < 0)
-			return error_set(err, negerrno(), "stat /%s/%s", rel, *p);
+		if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+			r = error_set(err, negerrno(), "stat /%s%s%s", QUOTE(path.buf), path.len ? "/" : "",
+				      QUOTE(name));
+			break;
+		}
 		if (tar_is_whiteout(&st)) {
 			struct stat pst;
-			bool hides =
-				!opaque && parent_fd >= 0 && fstatat(parent_fd, *p, &pst, AT_SYMLINK_NOFOLLOW) == 0;
-			if (!hides && unlinkat(dirfd, *p, 0) < 0)
-				return error_set(err, negerrno(), "remove the whiteout /%s/%s", rel, *p);
+			bool hides = !l->opaque && pfd >= 0 && fstatat(pfd, name, &pst, AT_SYMLINK_NOFOLLOW) == 0;
+			if (!hides && unlinkat(dfd, name, 0) < 0)
+				r = error_set(err, negerrno(), "remove the whiteout /%s%s%s", QUOTE(path.buf),
+					      path.len ? "/" : "", QUOTE(name));
 			continue;
 		}
 		if (!S_ISDIR(st.st_mode))
 			continue;
-		_cleanup_close_ int fd = openat(dirfd, *p, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		if (fd < 0)
-			return error_set(err, negerrno(), "open /%s/%s", rel, *p);
-		bool sub_opaque = opaque || tar_is_opaque(fd);
-		_cleanup_close_ int pfd = -1;
-		if (!sub_opaque && parent_fd >= 0)
-			pfd = openat(parent_fd, *p, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		_cleanup_free_ char *sub = NULL;
-		if (asprintf(&sub, "%s%s%s", rel, *rel ? "/" : "", *p) < 0)
-			return -ENOMEM;
-		r = drop_phantoms_in(fd, pfd, sub_opaque, sub, err);
-		if (r < 0)
-			return r;
+		if (path.len + 1 + strlen(name) >= PATH_MAX) {
+			r = error_setf(err, -ENAMETOOLONG, "/%s/...: a path longer than %d bytes", QUOTE(path.buf),
+				       PATH_MAX - 1);
+			break;
+		}
+		if ((path.len && strbuf_append(&path, "/", 1) < 0) || strbuf_append(&path, name, strlen(name)) < 0) {
+			r = -ENOMEM;
+			break;
+		}
+		bool parent_opaque = l->opaque, parent_has = l->has_parent;
+		fd = dir_stack_push(&dirs, name);
+		if (fd < 0) {
+			r = error_set(err, fd, "open /%s", QUOTE(path.buf));
+			break;
+		}
+		opaque = parent_opaque || tar_is_opaque(fd);
+		has_parent = false;
+		if (!opaque && parent_has) {
+			int sub = dir_stack_push(&pdirs, name);
+			has_parent = sub >= 0;
+		}
 	}
-	return 0;
+	while (n > 0)
+		strv_free(levels[--n].names);
+	free(levels);
+	dir_stack_release(&dirs);
+	dir_stack_release(&pdirs);
+	strbuf_release(&path);
+	return r < 0 ? r : 0;
 }
 
 static int drop_phantom_whiteouts(strata_driver *d, const char *id, const char *parent, strata_error *err)
@@ -294,7 +365,7 @@ static int drop_phantom_whiteouts(strata_driver *d, const char *id, const char *
 			r = error_set(err, negerrno(), "open %s", view);
 	}
 	if (r >= 0)
-		r = drop_phantoms_in(dfd, pfd, false, "", err);
+		r = drop_phantoms_in(dfd, pfd, err);
 	if (r >= 0 && syncfs(dfd) < 0)
 		r = error_set(err, negerrno(), "sync %s/diff/%s", d->store->root, id);
 	if (parent) {
@@ -609,19 +680,122 @@ static int compare_content(int afd, int ofd, bool *ret_same)
 	}
 }
 
-static int check_dir(check_ctx *c, const int *bfds, size_t nb, int ofd, const char *rel);
-
 static int cmp_names_ptr(const void *a, const void *b)
 {
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-static int check_entry(check_ctx *c, const int *bfds, size_t nb, const aufs_entry *e, int odir, const char *rel)
+/* One directory of the check: the aufs view (from the branches that make
+ * it up) against the overlay view.  The branches are addressed from their
+ * roots, and their dir fds are open only while the walk is in this very
+ * directory, so a deep tree over many branches holds few fds. */
+typedef struct check_level {
+	aufs_entry *a; /* the aufs view, sorted */
+	size_t na, i;
+	char **o; /* the overlay view's names, sorted */
+	size_t no, j;
+	size_t *br; /* branches (indexes of the roots), topmost first */
+	int *bfd;   /* their dirs here, -1 while closed */
+	size_t nbr;
+	size_t path_len;
+} check_level;
+
+typedef struct check_walk {
+	check_ctx *c;
+	const int *roots; /* every branch's root, topmost first */
+	dir_stack odirs;  /* the overlay view */
+	check_level *levels;
+	size_t n, alloc;
+	strbuf path;
+} check_walk;
+
+static void level_close_branches(check_level *l)
 {
-	const char *name = e->name;
+	for (size_t k = 0; k < l->nbr; k++)
+		if (l->bfd[k] >= 0) {
+			close(l->bfd[k]);
+			l->bfd[k] = -1;
+		}
+}
+
+static int level_open_branches(check_walk *w, check_level *l)
+{
+	for (size_t k = 0; k < l->nbr; k++) {
+		if (l->bfd[k] >= 0)
+			continue;
+		l->bfd[k] = fs_open_beneath(w->roots[l->br[k]], w->path.buf, O_RDONLY | O_DIRECTORY);
+		if (l->bfd[k] < 0) {
+			int r = l->bfd[k];
+			l->bfd[k] = -1;
+			return error_set(w->c->err, r, "open /%s in branch %zu", QUOTE(w->path.buf), l->br[k]);
+		}
+	}
+	return 0;
+}
+
+static void level_free(check_level *l)
+{
+	level_close_branches(l);
+	aufs_entries_free(l->a, l->na);
+	strv_free(l->o);
+	free(l->br);
+	free(l->bfd);
+}
+
+/* Enters the directory at w->path: takes `br` (nbr branches); ofd is the
+ * overlay view's dir. */
+static int check_enter(check_walk *w, size_t *br, size_t nbr, int ofd)
+{
+	if (w->n == w->alloc) {
+		size_t a = w->alloc ? 2 * w->alloc : 16;
+		check_level *nl = realloc(w->levels, a * sizeof(*nl));
+		if (!nl) {
+			free(br);
+			return -ENOMEM;
+		}
+		w->levels = nl;
+		w->alloc = a;
+	}
+	check_level l = {.br = br, .nbr = nbr, .path_len = w->path.len};
+	l.bfd = malloc((nbr ? nbr : 1) * sizeof(int));
+	if (!l.bfd) {
+		free(br);
+		return -ENOMEM;
+	}
+	for (size_t k = 0; k < nbr; k++)
+		l.bfd[k] = -1;
+	int r = level_open_branches(w, &l);
+	if (r >= 0) {
+		r = aufs_listing(l.bfd, l.nbr, &l.a, &l.na);
+		if (r < 0)
+			error_set(w->c->err, r, "read the aufs view of /%s", QUOTE(w->path.buf));
+	}
+	if (r >= 0) {
+		r = fs_list_dir(ofd, &l.o);
+		if (r < 0)
+			error_set(w->c->err, r, "read overlay view's /%s", QUOTE(w->path.buf));
+	}
+	if (r < 0) {
+		level_free(&l);
+		return r;
+	}
+	l.no = strv_length(l.o);
+	qsort(l.o, l.no, sizeof(char *), cmp_names_ptr);
+	w->levels[w->n++] = l;
+	return 0;
+}
+
+/* Compares one entry present in both views; *ret_br (and *ret_nbr) when
+ * it is a directory to descend into: the branches its dir merges. */
+static int check_entry(check_walk *w, check_level *l, const aufs_entry *e, int odir, size_t **ret_br, size_t *ret_nbr)
+{
+	check_ctx *c = w->c;
+	const char *name = e->name, *rel = w->path.buf;
+	int bdir = l->bfd[e->branch];
+	*ret_br = NULL;
 	struct stat ost;
 	if (fstatat(odir, name, &ost, AT_SYMLINK_NOFOLLOW) < 0)
-		return error_set(c->err, negerrno(), "stat overlay view's /%s", rel);
+		return error_set(c->err, negerrno(), "stat overlay view's /%s", QUOTE(rel));
 	const struct stat *ast = &e->st;
 	if ((ast->st_mode & S_IFMT) != (ost.st_mode & S_IFMT))
 		return report(c, rel, "type differs: aufs 0%o, overlay 0%o", (unsigned)(ast->st_mode & S_IFMT),
@@ -639,11 +813,13 @@ static int check_entry(check_ctx *c, const int *bfds, size_t nb, const aufs_entr
 	if (r >= 0 && (S_ISCHR(ast->st_mode) || S_ISBLK(ast->st_mode)) && ast->st_rdev != ost.st_rdev)
 		r = report(c, rel, "device number differs");
 	if (r >= 0 && S_ISLNK(ast->st_mode)) {
-		char at[4097], ot[4097];
-		ssize_t na = readlinkat(bfds[e->branch], name, at, sizeof(at) - 1);
-		ssize_t no = readlinkat(odir, name, ot, sizeof(ot) - 1);
+		_cleanup_free_ char *at = malloc(PATH_MAX + 1), *ot = malloc(PATH_MAX + 1);
+		if (!at || !ot)
+			return -ENOMEM;
+		ssize_t na = readlinkat(bdir, name, at, PATH_MAX);
+		ssize_t no = readlinkat(odir, name, ot, PATH_MAX);
 		if (na < 0 || no < 0)
-			return error_set(c->err, negerrno(), "readlink /%s", rel);
+			return error_set(c->err, negerrno(), "readlink /%s", QUOTE(rel));
 		if (na != no || memcmp(at, ot, (size_t)na) != 0)
 			r = report(c, rel, "symlink target differs: aufs \"%.*s\", overlay \"%.*s\"", (int)na, at,
 				   (int)no, ot);
@@ -652,14 +828,14 @@ static int check_entry(check_ctx *c, const int *bfds, size_t nb, const aufs_entr
 		if (ast->st_size != ost.st_size)
 			return report(c, rel, "size differs: aufs %lld, overlay %lld", (long long)ast->st_size,
 				      (long long)ost.st_size);
-		_cleanup_close_ int afd = openat(bfds[e->branch], name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+		_cleanup_close_ int afd = openat(bdir, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 		_cleanup_close_ int of = openat(odir, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 		if (afd < 0 || of < 0)
-			return error_set(c->err, negerrno(), "open /%s", rel);
+			return error_set(c->err, negerrno(), "open /%s", QUOTE(rel));
 		bool same = true;
 		r = compare_content(afd, of, &same);
 		if (r < 0)
-			return error_set(c->err, r, "read /%s", rel);
+			return error_set(c->err, r, "read /%s", QUOTE(rel));
 		if (!same)
 			r = report(c, rel, "content differs");
 	}
@@ -668,85 +844,119 @@ static int check_entry(check_ctx *c, const int *bfds, size_t nb, const aufs_entr
 
 	/* The dir's own branches: from where it was found down, until a
 	 * whiteout, a non-directory or an opaque dir. */
-	_cleanup_free_ int *sub = malloc(nb * sizeof(int));
+	size_t *sub = malloc(l->nbr * sizeof(size_t));
 	if (!sub)
 		return -ENOMEM;
 	size_t ns = 0;
 	char wh[NAME_MAX + 8];
 	snprintf(wh, sizeof(wh), WHITEOUT_PREFIX "%s", name);
-	for (size_t j = e->branch; j < nb && r >= 0; j++) {
-		if (j > e->branch && faccessat(bfds[j], wh, F_OK, AT_SYMLINK_NOFOLLOW) == 0)
+	for (size_t k = e->branch; k < l->nbr && r >= 0; k++) {
+		if (k > e->branch && faccessat(l->bfd[k], wh, F_OK, AT_SYMLINK_NOFOLLOW) == 0)
 			break;
 		struct stat st;
-		if (fstatat(bfds[j], name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+		if (fstatat(l->bfd[k], name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
 			if (errno == ENOENT)
 				continue;
-			r = error_set(c->err, negerrno(), "stat /%s in branch %zu", rel, j);
+			r = error_set(c->err, negerrno(), "stat /%s in branch %zu", QUOTE(rel), l->br[k]);
 			break;
 		}
 		if (!S_ISDIR(st.st_mode))
 			break;
-		int fd = openat(bfds[j], name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		if (fd < 0) {
-			r = error_set(c->err, negerrno(), "open /%s in branch %zu", rel, j);
-			break;
-		}
-		sub[ns++] = fd;
+		sub[ns++] = l->br[k];
 		/* As the import reads them: only a regular file is a marker. */
+		_cleanup_close_ int fd = openat(l->bfd[k], name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 		struct stat mst;
-		if (fstatat(fd, WHITEOUT_OPAQUE, &mst, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(mst.st_mode))
+		if (fd >= 0 && fstatat(fd, WHITEOUT_OPAQUE, &mst, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(mst.st_mode))
 			break;
 	}
-	_cleanup_close_ int osub = r >= 0 ? openat(odir, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) : -1;
-	if (r >= 0 && osub < 0)
-		r = error_set(c->err, negerrno(), "open overlay view's /%s", rel);
-	if (r >= 0)
-		r = check_dir(c, sub, ns, osub, rel);
-	for (size_t j = 0; j < ns; j++)
-		close(sub[j]);
+	if (r < 0) {
+		free(sub);
+		return r;
+	}
+	*ret_br = sub;
+	*ret_nbr = ns;
+	return 0;
+}
+
+/* The next name of the innermost directory. */
+static int check_step(check_walk *w)
+{
+	check_level *l = &w->levels[w->n - 1];
+	w->path.len = l->path_len;
+	w->path.buf[l->path_len] = '\0';
+	int r = level_open_branches(w, l);
+	if (r < 0)
+		return r;
+	if (l->i < l->na && l->a[l->i].hidden) {
+		l->i++;
+		return 0;
+	}
+	int cmp = l->i >= l->na ? 1 : l->j >= l->no ? -1 : strcmp(l->a[l->i].name, l->o[l->j]);
+	const char *name = cmp <= 0 ? l->a[l->i].name : l->o[l->j];
+	if (w->path.len + 1 + strlen(name) >= PATH_MAX)
+		return error_setf(w->c->err, -ENAMETOOLONG, "/%s/...: a path longer than %d bytes", QUOTE(w->path.buf),
+				  PATH_MAX - 1);
+	if ((w->path.len && strbuf_append(&w->path, "/", 1) < 0) || strbuf_append(&w->path, name, strlen(name)) < 0)
+		return -ENOMEM;
+	if (cmp < 0) {
+		l->i++;
+		return report(w->c, w->path.buf, "missing from the overlay view");
+	}
+	if (cmp > 0) {
+		l->j++;
+		return report(w->c, w->path.buf, "not in the aufs view");
+	}
+	const aufs_entry *e = &l->a[l->i++];
+	l->j++;
+	size_t *br = NULL, nbr = 0;
+	int odir = dir_stack_fd(&w->odirs);
+	r = check_entry(w, l, e, odir, &br, &nbr);
+	if (r < 0 || !br)
+		return r;
+	int ofd = dir_stack_push(&w->odirs, e->name);
+	if (ofd < 0) {
+		free(br);
+		return error_set(w->c->err, ofd, "open overlay view's /%s", QUOTE(w->path.buf));
+	}
+	/* Only the innermost directory keeps its branches open. */
+	level_close_branches(l);
+	r = check_enter(w, br, nbr, ofd);
+	if (r < 0)
+		dir_stack_pop(&w->odirs);
 	return r;
 }
 
-static int check_dir(check_ctx *c, const int *bfds, size_t nb, int ofd, const char *rel)
+static int check_tree(check_ctx *c, const int *roots, size_t nb, int ofd)
 {
-	aufs_entry *a = NULL;
-	size_t na = 0;
-	int r = aufs_listing(bfds, nb, &a, &na);
+	check_walk w = {.c = c, .roots = roots, .odirs = DIR_STACK_INIT(ofd)};
+	size_t *br = malloc((nb ? nb : 1) * sizeof(size_t));
+	if (!br)
+		return -ENOMEM;
+	for (size_t k = 0; k < nb; k++)
+		br[k] = k;
+	int r = strbuf_append(&w.path, "", 0);
 	if (r < 0)
-		return error_set(c->err, r, "read the aufs view of /%s", rel);
-	_cleanup_strv_free_ char **o = NULL;
-	r = fs_list_dir(ofd, &o);
-	if (r < 0) {
-		aufs_entries_free(a, na);
-		return error_set(c->err, r, "read overlay view's /%s", rel);
-	}
-	size_t no = strv_length(o);
-	qsort(o, no, sizeof(char *), cmp_names_ptr);
-	size_t i = 0, j = 0;
-	while (r >= 0 && (i < na || j < no)) {
-		if (i < na && a[i].hidden) {
-			i++;
+		free(br);
+	else
+		r = check_enter(&w, br, nb, ofd);
+	while (r >= 0 && w.n > 0) {
+		check_level *l = &w.levels[w.n - 1];
+		if (l->i < l->na || l->j < l->no) {
+			r = check_step(&w);
 			continue;
 		}
-		int cmp = i >= na ? 1 : j >= no ? -1 : strcmp(a[i].name, o[j]);
-		_cleanup_free_ char *path = NULL;
-		if (asprintf(&path, "%s%s%s", rel, *rel ? "/" : "", cmp <= 0 ? a[i].name : o[j]) < 0) {
-			r = -ENOMEM;
-			break;
-		}
-		if (cmp < 0) {
-			r = report(c, path, "missing from the overlay view");
-			i++;
-		} else if (cmp > 0) {
-			r = report(c, path, "not in the aufs view");
-			j++;
-		} else {
-			r = check_entry(c, bfds, nb, &a[i], ofd, path);
-			i++;
-			j++;
+		level_free(l);
+		if (--w.n > 0) {
+			r = dir_stack_pop(&w.odirs);
+			if (r < 0)
+				error_set(c->err, r, "return from /%s", QUOTE(w.path.buf));
 		}
 	}
-	aufs_entries_free(a, na);
+	while (w.n > 0)
+		level_free(&w.levels[--w.n]);
+	free(w.levels);
+	dir_stack_release(&w.odirs);
+	strbuf_release(&w.path);
 	return r;
 }
 
@@ -778,7 +988,7 @@ static int check_layer(strata_driver *d, const aufs_store *src, const aufs_layer
 		r = error_set(err, negerrno(), "open %s", view);
 	check_ctx c = {.d = d, .id = l->id, .rep = rep, .err = err};
 	if (r >= 0)
-		r = check_dir(&c, bfds, nb, ofd, "");
+		r = check_tree(&c, bfds, nb, ofd);
 	if (got) {
 		strata_error e2;
 		int pr = strata_put(d, l->id, &e2);

@@ -51,6 +51,9 @@ static void xattr_filter(void **state)
 	assert_true(tar_xattr_kept("security.capability"));
 	assert_false(tar_xattr_kept("trusted.overlay.opaque"));
 	assert_false(tar_xattr_kept("trusted.overlay.redirect"));
+	assert_false(tar_xattr_kept("user.overlay.opaque"));
+	assert_false(tar_xattr_kept("user.overlay.redirect"));
+	assert_true(tar_xattr_kept("user.overlayish"));
 	assert_false(tar_xattr_kept("security.selinux"));
 	assert_false(tar_xattr_kept("system.posix_acl_access"));
 	assert_false(tar_xattr_kept("userfoo"));

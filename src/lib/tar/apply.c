@@ -50,6 +50,8 @@
 #define APPLY_QUEUE_BYTES (8 * 1024 * 1024)
 #define APPLY_QUEUE_JOBS  256
 #define APPLY_WORKERS	  1
+/* Content the kernel cannot copy_file_range goes through this much memory. */
+#define COPY_BUF (256 * 1024)
 /* With TAR_EARLY_WRITEBACK, a writeback of the tree starts in the
  * background after each this many bytes, so the caller's final sync
  * waits only for the tail instead of the whole layer. */
@@ -451,6 +453,41 @@ static int file_job_finish(file_job *j, strata_error *err)
 	return close(fd) < 0 ? job_fail(err, negerrno(), j->path, "close") : 0;
 }
 
+/* copy_file_range cannot copy between these two files (another
+ * filesystem, or one that does not take it): the data goes through memory. */
+static bool copy_range_unsupported(int e)
+{
+	return e == EXDEV || e == EINVAL || e == EOPNOTSUPP || e == ENOSYS;
+}
+
+/* Copies [off, len) of the job's source range with pread and pwrite. */
+static int copy_by_reading(file_job *j, size_t off, strata_error *err)
+{
+	size_t cap = j->len - off < COPY_BUF ? j->len - off : COPY_BUF;
+	_cleanup_free_ char *buf = malloc(cap);
+	if (!buf)
+		return -ENOMEM;
+	while (off < j->len) {
+		size_t want = j->len - off < cap ? j->len - off : cap;
+		ssize_t n = pread(j->src_fd, buf, want, j->src_off + (off_t)off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? job_fail(err, negerrno(), j->path, "read content")
+				     : job_fail(err, -EIO, j->path, "read content: archive truncated");
+		for (ssize_t done = 0; done < n;) {
+			ssize_t w = pwrite(j->fd, buf + done, (size_t)(n - done), j->offset + (off_t)off + done);
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w < 0)
+				return job_fail(err, negerrno(), j->path, "write");
+			done += w;
+		}
+		off += (size_t)n;
+	}
+	return 0;
+}
+
 static int file_job_run(void *p, strata_error *err)
 {
 	file_job *j = p;
@@ -460,6 +497,10 @@ static int file_job_run(void *p, strata_error *err)
 		ssize_t w = copy_file_range(j->src_fd, &in, j->fd, &out, j->len - off, 0);
 		if (w < 0 && errno == EINTR)
 			continue;
+		if (w < 0 && copy_range_unsupported(errno)) {
+			r = copy_by_reading(j, off, err);
+			break;
+		}
 		if (w <= 0) {
 			r = w < 0 ? job_fail(err, negerrno(), j->path, "copy content")
 				  : job_fail(err, -EIO, j->path, "copy content: archive truncated");

@@ -26,6 +26,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +36,7 @@
 
 #include "tar/tar.h"
 #include "util/banned.h"
+#include "util/dirstack.h"
 #include "util/error.h"
 #include "util/fs.h"
 #include "util/macro.h"
@@ -126,122 +128,200 @@ static bool entry_modified(const struct stat *o, const struct stat *n, const cap
 	return oc->len != nc->len || (oc->len > 0 && memcmp(oc->data, nc->data, (size_t)oc->len) != 0);
 }
 
-typedef struct tree_cmp {
-	change_list *out;
-	strata_error *err;
-} tree_cmp;
-
-static int compare_dirs(tree_cmp *c, int old_fd, int new_fd, const char *path, size_t *ret_count);
-
-/* A new entry `name` (in new_fd) against old_fd's `name` (old_fd -1 or
- * old_st NULL: absent). */
-static int compare_entry(tree_cmp *c, int old_fd, const struct stat *old_st, int new_fd, const char *name,
-			 const struct stat *new_st, const char *path, size_t *count)
+/* A path under the tree's root: "<dir>/<name>" in *path.  Refused past
+ * PATH_MAX: a container can build a deeper tree than any path names. */
+static int path_enter(strbuf *path, const char *name, strata_error *err)
 {
-	struct stat nst = *new_st;
-	bool reported = false;
-	int r;
-	if (!old_st) {
-		r = change_add(c->out, path, STRATA_CHANGE_ADD);
-		if (r < 0)
-			return r;
-		(*count)++;
-		reported = true;
-	} else {
-		capability oc, nc;
-		read_capability(old_fd, name, old_st, &oc);
-		read_capability(new_fd, name, &nst, &nc);
-		if (entry_modified(old_st, &nst, &oc, &nc)) {
-			r = change_add(c->out, path, STRATA_CHANGE_MODIFY);
-			if (r < 0)
-				return r;
-			(*count)++;
-			reported = true;
-		}
-	}
-	if (!S_ISDIR(nst.st_mode))
-		return 0;
-
-	_cleanup_close_ int nfd = openat(new_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (nfd < 0)
-		return error_set(c->err, negerrno(), "open \"/%s\"", QUOTE(path));
-	_cleanup_close_ int ofd = -1;
-	if (old_st && S_ISDIR(old_st->st_mode)) {
-		ofd = openat(old_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		if (ofd < 0)
-			return error_set(c->err, negerrno(), "open old \"/%s\"", QUOTE(path));
-	}
-	size_t sub = 0;
-	r = compare_dirs(c, ofd, nfd, path, &sub);
-	if (r < 0)
-		return r;
-	/* A dir with changes beneath is modified (once), so that applying
-	 * the diff restores its metadata. */
-	if (sub > 0 && !reported) {
-		r = change_add(c->out, path, STRATA_CHANGE_MODIFY);
-		if (r < 0)
-			return r;
-		(*count)++;
-	}
-	*count += sub;
+	size_t nl = strlen(name);
+	if (path->len + 1 + nl >= PATH_MAX)
+		return error_setf(err, -ENAMETOOLONG, "\"/%s/...\": a path longer than %d bytes cannot be a change",
+				  QUOTE(path->buf), PATH_MAX - 1);
+	if ((path->len && strbuf_append(path, "/", 1) < 0) || strbuf_append(path, name, nl) < 0)
+		return -ENOMEM;
 	return 0;
 }
 
-static int compare_dirs(tree_cmp *c, int old_fd, int new_fd, const char *path, size_t *ret_count)
+static void path_leave(strbuf *path, size_t len)
 {
-	_cleanup_strv_free_ char **nn = NULL, **on = NULL;
-	int r = list_sorted(new_fd, &nn);
-	if (r < 0)
-		return error_set(c->err, r, "read dir \"/%s\"", QUOTE(path));
-	if (old_fd >= 0) {
-		r = list_sorted(old_fd, &on);
-		if (r < 0)
-			return error_set(c->err, r, "read old dir \"/%s\"", QUOTE(path));
+	path->len = len;
+	path->buf[len] = '\0';
+}
+
+/* One directory of the comparison: both listings, merged in order. */
+typedef struct cmp_level {
+	char **nn, **on; /* new and old names, sorted (on NULL: no old dir) */
+	size_t i, j, nnew, nold;
+	size_t count;	 /* changes beneath so far */
+	size_t path_len; /* of this directory's path */
+	bool has_old;	 /* the old tree has this directory too */
+	bool reported;	 /* the directory itself is in the list already */
+} cmp_level;
+
+typedef struct tree_cmp {
+	change_list *out;
+	strata_error *err;
+	dir_stack new_dirs, old_dirs;
+	cmp_level *levels;
+	size_t n, alloc;
+	strbuf path;
+} tree_cmp;
+
+/* Enters a directory: new_fd open on the new side, old_fd (-1: none) on
+ * the old side. */
+static int cmp_enter(tree_cmp *c, int new_fd, int old_fd, bool reported)
+{
+	if (c->n == c->alloc) {
+		size_t a = c->alloc ? 2 * c->alloc : 16;
+		cmp_level *l = realloc(c->levels, a * sizeof(*l));
+		if (!l)
+			return -ENOMEM;
+		c->levels = l;
+		c->alloc = a;
 	}
-	size_t count = 0, i = 0, j = 0, nnew = strv_length(nn), nold = strv_length(on);
-	while (i < nnew || j < nold) {
-		int cmp = i == nnew ? 1 : j == nold ? -1 : strcmp(nn[i], on[j]);
-		const char *name = cmp <= 0 ? nn[i] : on[j];
-		_cleanup_free_ char *child = NULL;
-		r = join(path, name, &child);
+	cmp_level l = {.path_len = c->path.len, .has_old = old_fd >= 0, .reported = reported};
+	int r = list_sorted(new_fd, &l.nn);
+	if (r < 0)
+		return error_set(c->err, r, "read dir \"/%s\"", QUOTE(c->path.buf));
+	if (old_fd >= 0) {
+		r = list_sorted(old_fd, &l.on);
+		if (r < 0) {
+			strv_free(l.nn);
+			return error_set(c->err, r, "read old dir \"/%s\"", QUOTE(c->path.buf));
+		}
+	}
+	l.nnew = strv_length(l.nn);
+	l.nold = strv_length(l.on);
+	c->levels[c->n++] = l;
+	return 0;
+}
+
+/* Leaves the innermost directory: a directory with changes beneath it is
+ * modified (once), so that applying the diff restores its metadata. */
+static int cmp_leave(tree_cmp *c)
+{
+	cmp_level l = c->levels[--c->n];
+	strv_free(l.nn);
+	strv_free(l.on);
+	path_leave(&c->path, l.path_len);
+	if (c->n == 0)
+		return 0; /* the root is never a change */
+	int r = dir_stack_pop(&c->new_dirs);
+	if (r >= 0 && l.has_old)
+		r = dir_stack_pop(&c->old_dirs);
+	if (r < 0)
+		return error_set(c->err, r, "return from \"/%s\"", QUOTE(c->path.buf));
+	cmp_level *parent = &c->levels[c->n - 1];
+	if (l.count > 0 && !l.reported) {
+		r = change_add(c->out, c->path.buf, STRATA_CHANGE_MODIFY);
 		if (r < 0)
 			return r;
-		/* A whiteout in a tree is nothing there: a parentless layer's
-		 * view is its raw diff dir, where overlay's markers remain. */
-		struct stat ost, nst;
-		bool have_old = false, have_new = false;
-		if (cmp >= 0) {
-			if (fstatat(old_fd, name, &ost, AT_SYMLINK_NOFOLLOW) < 0)
-				return error_set(c->err, negerrno(), "stat old \"/%s\"", QUOTE(child));
+		parent->count++;
+	}
+	parent->count += l.count;
+	path_leave(&c->path, parent->path_len);
+	return 0;
+}
+
+/* The next name of the innermost directory. */
+static int cmp_step(tree_cmp *c)
+{
+	cmp_level *l = &c->levels[c->n - 1];
+	path_leave(&c->path, l->path_len);
+	int cmp = l->i == l->nnew ? 1 : l->j == l->nold ? -1 : strcmp(l->nn[l->i], l->on[l->j]);
+	const char *name = cmp <= 0 ? l->nn[l->i] : l->on[l->j];
+	int new_fd = dir_stack_fd(&c->new_dirs), old_fd = l->has_old ? dir_stack_fd(&c->old_dirs) : -1;
+	/* A whiteout in a tree is nothing there: a parentless layer's view
+	 * is its raw diff dir, where overlay's markers remain.  A name
+	 * readdir listed that is gone now is absent too: overlay lists the
+	 * whiteouts of a dir that exists only in the upper layer, and a
+	 * running container may delete files meanwhile. */
+	struct stat ost, nst;
+	bool have_old = false, have_new = false;
+	int r = path_enter(&c->path, name, c->err);
+	if (r < 0)
+		return r;
+	if (cmp >= 0) {
+		if (fstatat(old_fd, name, &ost, AT_SYMLINK_NOFOLLOW) == 0)
 			have_old = !tar_is_whiteout(&ost);
-			j++;
-		}
-		if (cmp <= 0) {
-			if (fstatat(new_fd, name, &nst, AT_SYMLINK_NOFOLLOW) < 0)
-				return error_set(c->err, negerrno(), "stat \"/%s\"", QUOTE(child));
+		else if (errno != ENOENT)
+			return error_set(c->err, negerrno(), "stat old \"/%s\"", QUOTE(c->path.buf));
+		l->j++;
+	}
+	if (cmp <= 0) {
+		if (fstatat(new_fd, name, &nst, AT_SYMLINK_NOFOLLOW) == 0)
 			have_new = !tar_is_whiteout(&nst);
-			i++;
-		}
-		if (have_old && !have_new) {
-			r = change_add(c->out, child, STRATA_CHANGE_DELETE);
-			if (r < 0)
-				return r;
-			count++;
-		} else if (have_new) {
-			r = compare_entry(c, old_fd, have_old ? &ost : NULL, new_fd, name, &nst, child, &count);
-			if (r < 0)
-				return r;
+		else if (errno != ENOENT)
+			return error_set(c->err, negerrno(), "stat \"/%s\"", QUOTE(c->path.buf));
+		l->i++;
+	}
+	if (have_old && !have_new) {
+		l->count++;
+		return change_add(c->out, c->path.buf, STRATA_CHANGE_DELETE);
+	}
+	if (!have_new)
+		return 0;
+	bool reported = true;
+	if (!have_old) {
+		r = change_add(c->out, c->path.buf, STRATA_CHANGE_ADD);
+	} else {
+		capability oc, nc;
+		read_capability(old_fd, name, &ost, &oc);
+		read_capability(new_fd, name, &nst, &nc);
+		reported = entry_modified(&ost, &nst, &oc, &nc);
+		if (reported)
+			r = change_add(c->out, c->path.buf, STRATA_CHANGE_MODIFY);
+	}
+	if (r < 0)
+		return r;
+	if (reported)
+		l->count++;
+	if (!S_ISDIR(nst.st_mode))
+		return 0;
+
+	int nfd = dir_stack_push(&c->new_dirs, name);
+	if (nfd < 0)
+		return error_set(c->err, nfd, "open \"/%s\"", QUOTE(c->path.buf));
+	int ofd = -1;
+	if (have_old && S_ISDIR(ost.st_mode)) {
+		ofd = dir_stack_push(&c->old_dirs, name);
+		if (ofd < 0) {
+			dir_stack_pop(&c->new_dirs);
+			return error_set(c->err, ofd, "open old \"/%s\"", QUOTE(c->path.buf));
 		}
 	}
-	*ret_count = count;
-	return 0;
+	r = cmp_enter(c, nfd, ofd, reported);
+	if (r < 0) {
+		dir_stack_pop(&c->new_dirs);
+		if (ofd >= 0)
+			dir_stack_pop(&c->old_dirs);
+	}
+	return r;
 }
 
 int changes_trees(int old_fd, int new_fd, change_list *ret, strata_error *err)
 {
-	tree_cmp c = {.out = ret, .err = err};
-	size_t count = 0;
-	int r = compare_dirs(&c, old_fd, new_fd, "", &count);
+	tree_cmp c = {
+		.out = ret,
+		.err = err,
+		.new_dirs = DIR_STACK_INIT(new_fd),
+		.old_dirs = DIR_STACK_INIT(old_fd),
+	};
+	int r = strbuf_append(&c.path, "", 0);
+	if (r >= 0)
+		r = cmp_enter(&c, new_fd, old_fd, true);
+	while (r >= 0 && c.n > 0) {
+		cmp_level *l = &c.levels[c.n - 1];
+		r = l->i == l->nnew && l->j == l->nold ? cmp_leave(&c) : cmp_step(&c);
+	}
+	while (c.n > 0) {
+		c.n--;
+		strv_free(c.levels[c.n].nn);
+		strv_free(c.levels[c.n].on);
+	}
+	free(c.levels);
+	dir_stack_release(&c.new_dirs);
+	dir_stack_release(&c.old_dirs);
+	strbuf_release(&c.path);
 	if (r < 0)
 		return r;
 	change_list_sort(ret);
@@ -444,154 +524,200 @@ static int merged_listing(layer_cmp *c, const stack *below, const char *rel, cha
 	return 0;
 }
 
-static int walk_layer(layer_cmp *c, int upper_fd, const char *path, const stack *below, bool replaced,
-		      size_t *ret_count);
+/* One directory of the layer's walk. */
+typedef struct layer_level {
+	char **names; /* sorted */
+	size_t next;
+	stack below;	 /* the parents' dirs that make up the merged view here */
+	bool replaced;	 /* opaque here or above: the parents' names are hidden */
+	bool reported;	 /* the directory itself is in the list already */
+	size_t count;	 /* changes beneath so far */
+	size_t path_len; /* of this directory's path */
+} layer_level;
 
-static int layer_entry(layer_cmp *c, int upper_fd, const char *name, const char *rel, const stack *below, bool replaced,
-		       size_t *count)
+typedef struct layer_walk {
+	layer_cmp *c;
+	dir_stack upper;
+	layer_level *levels;
+	size_t n, alloc;
+	strbuf path;
+} layer_walk;
+
+/* Enters the upper directory open at fd; takes `below`. */
+static int walk_enter(layer_walk *w, int fd, stack below, bool replaced, bool reported)
 {
-	struct stat st, lst;
-	if (fstatat(upper_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-		return error_set(c->err, negerrno(), "stat \"/%s\"", QUOTE(rel));
+	if (w->n == w->alloc) {
+		size_t a = w->alloc ? 2 * w->alloc : 16;
+		layer_level *l = realloc(w->levels, a * sizeof(*l));
+		if (!l) {
+			free(below.layer);
+			return -ENOMEM;
+		}
+		w->levels = l;
+		w->alloc = a;
+	}
+	layer_level l = {.below = below, .replaced = replaced, .reported = reported, .path_len = w->path.len};
+	int r = list_sorted(fd, &l.names);
+	if (r < 0) {
+		free(below.layer);
+		return error_set(w->c->err, r, "read dir \"/%s\"", QUOTE(w->path.buf));
+	}
+	w->levels[w->n++] = l;
+	return 0;
+}
+
+/* Below an opaque dir, what the parents have and this layer does not is
+ * hidden: deleted. */
+static int walk_hidden(layer_walk *w, layer_level *l)
+{
+	layer_cmp *c = w->c;
+	if (c->aufs) {
+		/* The names this layer decides: a .wh. file decides its
+		 * victim's. */
+		for (char **p = l->names; *p; p++)
+			if (!strncmp(*p, WHITEOUT_PREFIX, strlen(WHITEOUT_PREFIX)) && !is_aufs_meta(*p))
+				memmove(*p, *p + strlen(WHITEOUT_PREFIX), strlen(*p) - strlen(WHITEOUT_PREFIX) + 1);
+		qsort(l->names, strv_length(l->names), sizeof(char *), cmp_names);
+	}
+	_cleanup_strv_free_ char **old = NULL;
+	int r = merged_listing(c, &l->below, w->path.buf, &old);
+	if (r < 0)
+		return r;
+	size_t n = strv_length(l->names);
+	for (char **p = old; *p; p++) {
+		if (bsearch(p, l->names, n, sizeof(char *), cmp_names))
+			continue;
+		_cleanup_free_ char *rel = NULL;
+		r = join(w->path.buf, *p, &rel);
+		if (r < 0)
+			return r;
+		r = change_add(c->out, rel, STRATA_CHANGE_DELETE);
+		if (r < 0)
+			return r;
+		l->count++;
+	}
+	return 0;
+}
+
+/* Leaves the innermost directory: a directory with changes beneath it is
+ * modified (once). */
+static int walk_leave(layer_walk *w)
+{
+	layer_level *l = &w->levels[w->n - 1];
+	path_leave(&w->path, l->path_len);
+	int r = 0;
+	if (l->replaced && l->below.n > 0)
+		r = walk_hidden(w, l);
+	layer_level done = *l;
+	w->n--;
+	strv_free(done.names);
+	free(done.below.layer);
+	if (r < 0 || w->n == 0)
+		return r;
+	r = dir_stack_pop(&w->upper);
+	if (r < 0)
+		return error_set(w->c->err, r, "return from \"/%s\"", QUOTE(w->path.buf));
+	layer_level *parent = &w->levels[w->n - 1];
+	if (done.count > 0 && !done.reported) {
+		r = change_add(w->c->out, w->path.buf, STRATA_CHANGE_MODIFY);
+		if (r < 0)
+			return r;
+		parent->count++;
+	}
+	parent->count += done.count;
+	path_leave(&w->path, parent->path_len);
+	return 0;
+}
+
+/* aufs: a .wh. file deletes the name below.  ".wh.", ".wh.." and ".wh..."
+ * name no file (aufs never makes them): joined, they would name this dir
+ * or its parent. */
+static int walk_aufs_whiteout(layer_walk *w, layer_level *l, const char *victim)
+{
+	if (!*victim || !strcmp(victim, ".") || !strcmp(victim, ".."))
+		return 0;
+	int r = path_enter(&w->path, victim, w->c->err);
+	if (r < 0)
+		return r;
+	struct stat lst;
 	size_t k = 0;
-	int exists = lookup_below(c, below, rel, &lst, &k);
+	r = lookup_below(w->c, &l->below, w->path.buf, &lst, &k);
+	if (r <= 0)
+		return r;
+	l->count++;
+	return change_add(w->c->out, w->path.buf, STRATA_CHANGE_DELETE);
+}
+
+/* The next name of the innermost directory. */
+static int walk_step(layer_walk *w)
+{
+	layer_cmp *c = w->c;
+	layer_level *l = &w->levels[w->n - 1];
+	path_leave(&w->path, l->path_len);
+	const char *name = l->names[l->next++];
+	if (c->aufs && is_aufs_meta(name))
+		return 0;
+	if (c->aufs && !strncmp(name, WHITEOUT_PREFIX, strlen(WHITEOUT_PREFIX)))
+		return walk_aufs_whiteout(w, l, name + strlen(WHITEOUT_PREFIX));
+	int r = path_enter(&w->path, name, c->err);
+	if (r < 0)
+		return r;
+	const char *rel = w->path.buf;
+	struct stat st, lst;
+	if (fstatat(dir_stack_fd(&w->upper), name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+		if (errno == ENOENT)
+			return 0; /* deleted meanwhile by a running container */
+		return error_set(c->err, negerrno(), "stat \"/%s\"", QUOTE(rel));
+	}
+	size_t k = 0;
+	int exists = lookup_below(c, &l->below, rel, &lst, &k);
 	if (exists < 0)
 		return exists;
-	int r;
 	if (!c->aufs && tar_is_whiteout(&st)) {
 		if (!exists)
 			return 0;
-		(*count)++;
+		l->count++;
 		return change_add(c->out, rel, STRATA_CHANGE_DELETE);
 	}
 	if (!S_ISDIR(st.st_mode)) {
-		(*count)++;
+		l->count++;
 		return change_add(c->out, rel, exists ? STRATA_CHANGE_MODIFY : STRATA_CHANGE_ADD);
 	}
 
-	_cleanup_close_ int fd = openat(upper_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0)
-		return error_set(c->err, negerrno(), "open \"/%s\"", QUOTE(rel));
 	stack child = {0};
 	bool reported = false;
 	if (!exists || !S_ISDIR(lst.st_mode)) {
 		/* New here, or a dir in place of a file: nothing below it. */
 		r = change_add(c->out, rel, exists ? STRATA_CHANGE_MODIFY : STRATA_CHANGE_ADD);
-		if (r < 0)
-			return r;
-		(*count)++;
 		reported = true;
 	} else {
-		r = stack_below(c, below, k, rel, &child);
-		if (r < 0) {
-			free(child.layer);
-			return r;
-		}
-		if (st.st_mode != lst.st_mode || st.st_uid != lst.st_uid || st.st_gid != lst.st_gid) {
+		r = stack_below(c, &l->below, k, rel, &child);
+		if (r >= 0 && (st.st_mode != lst.st_mode || st.st_uid != lst.st_uid || st.st_gid != lst.st_gid)) {
 			r = change_add(c->out, rel, STRATA_CHANGE_MODIFY);
-			if (r < 0) {
-				free(child.layer);
-				return r;
-			}
-			(*count)++;
 			reported = true;
 		}
 	}
+	if (r >= 0 && reported)
+		l->count++;
+	int fd = r < 0 ? r : dir_stack_push(&w->upper, name);
+	if (fd < 0) {
+		free(child.layer);
+		return r < 0 ? r : error_set(c->err, fd, "open \"/%s\"", QUOTE(rel));
+	}
 	/* Below an opaque dir overlay looks at no lower layer, so its subdirs
 	 * replace theirs as well. */
-	size_t sub = 0;
-	r = walk_layer(c, fd, rel, &child, replaced || dir_is_opaque(c, fd), &sub);
-	free(child.layer);
+	bool replaced = l->replaced || dir_is_opaque(c, fd);
+	r = walk_enter(w, fd, child, replaced, reported);
 	if (r < 0)
-		return r;
-	if (sub > 0 && !reported) {
-		r = change_add(c->out, rel, STRATA_CHANGE_MODIFY);
-		if (r < 0)
-			return r;
-		(*count)++;
-	}
-	*count += sub;
-	return 0;
-}
-
-static int walk_layer(layer_cmp *c, int upper_fd, const char *path, const stack *below, bool replaced,
-		      size_t *ret_count)
-{
-	_cleanup_strv_free_ char **names = NULL;
-	int r = list_sorted(upper_fd, &names);
-	if (r < 0)
-		return error_set(c->err, r, "read dir \"/%s\"", QUOTE(path));
-	size_t count = 0;
-	for (char **p = names; *p; p++) {
-		_cleanup_free_ char *rel = NULL;
-		if (c->aufs && is_aufs_meta(*p))
-			continue;
-		if (c->aufs && !strncmp(*p, WHITEOUT_PREFIX, strlen(WHITEOUT_PREFIX))) {
-			/* aufs: a .wh. file deletes the name below.  ".wh.",
-			 * ".wh.." and ".wh..." name no file (aufs never makes
-			 * them): joined, they would name this dir or its
-			 * parent. */
-			const char *victim = *p + strlen(WHITEOUT_PREFIX);
-			if (!*victim || !strcmp(victim, ".") || !strcmp(victim, ".."))
-				continue;
-			r = join(path, victim, &rel);
-			if (r < 0)
-				return r;
-			struct stat lst;
-			size_t k = 0;
-			r = lookup_below(c, below, rel, &lst, &k);
-			if (r > 0) {
-				count++;
-				r = change_add(c->out, rel, STRATA_CHANGE_DELETE);
-			}
-			if (r < 0)
-				return r;
-			continue;
-		}
-		r = join(path, *p, &rel);
-		if (r < 0)
-			return r;
-		r = layer_entry(c, upper_fd, *p, rel, below, replaced, &count);
-		if (r < 0)
-			return r;
-	}
-	if (c->aufs) {
-		/* The names this layer decides, for the opaque case below: a
-		 * .wh. file decides its victim's. */
-		for (char **p = names; *p; p++)
-			if (!strncmp(*p, WHITEOUT_PREFIX, strlen(WHITEOUT_PREFIX)) && !is_aufs_meta(*p))
-				memmove(*p, *p + strlen(WHITEOUT_PREFIX), strlen(*p) - strlen(WHITEOUT_PREFIX) + 1);
-		qsort(names, strv_length(names), sizeof(char *), cmp_names);
-	}
-	if (replaced && below->n > 0) {
-		/* What the parents have here and this layer does not is
-		 * hidden: deleted. */
-		_cleanup_strv_free_ char **old = NULL;
-		r = merged_listing(c, below, path, &old);
-		if (r < 0)
-			return r;
-		size_t n = strv_length(names);
-		for (char **p = old; *p; p++) {
-			if (bsearch(p, names, n, sizeof(char *), cmp_names))
-				continue;
-			_cleanup_free_ char *rel = NULL;
-			r = join(path, *p, &rel);
-			if (r < 0)
-				return r;
-			r = change_add(c->out, rel, STRATA_CHANGE_DELETE);
-			if (r < 0)
-				return r;
-			count++;
-		}
-	}
-	*ret_count = count;
-	return 0;
+		dir_stack_pop(&w->upper);
+	return r;
 }
 
 int changes_layer(int upper_fd, const int *lower_fds, size_t n_lowers, unsigned flags, change_list *ret,
 		  strata_error *err)
 {
 	layer_cmp c = {.lower_fds = lower_fds, .aufs = flags & TAR_AUFS, .out = ret, .err = err};
+	layer_walk w = {.c = &c, .upper = DIR_STACK_INIT(upper_fd)};
 	stack root = {0};
 	root.layer = malloc((n_lowers ? n_lowers : 1) * sizeof(size_t));
 	if (!root.layer)
@@ -599,9 +725,23 @@ int changes_layer(int upper_fd, const int *lower_fds, size_t n_lowers, unsigned 
 	/* Layer roots always merge: overlay ignores an opaque mark there. */
 	for (size_t i = 0; i < n_lowers; i++)
 		root.layer[root.n++] = i;
-	size_t count = 0;
-	int r = walk_layer(&c, upper_fd, "", &root, false, &count);
-	free(root.layer);
+	int r = strbuf_append(&w.path, "", 0);
+	if (r < 0)
+		free(root.layer);
+	else
+		r = walk_enter(&w, upper_fd, root, false, true);
+	while (r >= 0 && w.n > 0) {
+		layer_level *l = &w.levels[w.n - 1];
+		r = l->names[l->next] ? walk_step(&w) : walk_leave(&w);
+	}
+	while (w.n > 0) {
+		w.n--;
+		strv_free(w.levels[w.n].names);
+		free(w.levels[w.n].below.layer);
+	}
+	free(w.levels);
+	dir_stack_release(&w.upper);
+	strbuf_release(&w.path);
 	if (r < 0)
 		return r;
 	change_list_sort(ret);
@@ -610,38 +750,77 @@ int changes_layer(int upper_fd, const int *lower_fds, size_t n_lowers, unsigned 
 
 /* ---------------- sizes ---------------- */
 
-static int size_walk(int dirfd, inode_set *seen, uint64_t *total, strata_error *err)
+/* Iterative (a tree a container wrote may be 100,000 levels deep): each
+ * level keeps the names still to visit in its directory. */
+typedef struct size_level {
+	char **names;
+	size_t next;
+} size_level;
+
+static int size_walk(int root_fd, inode_set *seen, uint64_t *total, strata_error *err)
 {
-	_cleanup_strv_free_ char **names = NULL;
-	int r = fs_list_dir(dirfd, &names);
-	if (r < 0)
-		return error_set(err, r, "read dir");
-	for (char **p = names; *p; p++) {
+	dir_stack dirs = DIR_STACK_INIT(root_fd);
+	size_level *levels = NULL;
+	size_t n = 0, alloc = 0;
+	int r = 0;
+	char **names = NULL;
+	for (int fd = root_fd; r >= 0;) {
+		if (fd >= 0) {
+			/* A directory just entered: list it. */
+			r = fs_list_dir(fd, &names);
+			if (r < 0) {
+				error_set(err, r, "read dir at depth %zu", n);
+				break;
+			}
+			if (n == alloc) {
+				size_t a = alloc ? 2 * alloc : 16;
+				size_level *l = realloc(levels, a * sizeof(*l));
+				if (!l) {
+					r = -ENOMEM;
+					break;
+				}
+				levels = l;
+				alloc = a;
+			}
+			levels[n++] = (size_level){TAKE_PTR(names), 0};
+			fd = -1;
+		}
+		if (n == 0)
+			break;
+		size_level *l = &levels[n - 1];
+		const char *name = l->names[l->next];
+		if (!name) {
+			strv_free(l->names);
+			if (--n > 0)
+				r = dir_stack_pop(&dirs);
+			if (r < 0)
+				error_set(err, r, "return to the parent dir at depth %zu", n);
+			continue;
+		}
+		l->next++;
 		struct stat st;
-		if (fstatat(dirfd, *p, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+		if (fstatat(dir_stack_fd(&dirs), name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
 			if (errno == ENOENT)
 				continue;
-			return error_set(err, negerrno(), "stat \"%s\"", QUOTE(*p));
-		}
-		if (S_ISREG(st.st_mode)) {
+			r = error_set(err, negerrno(), "stat \"%s\"", QUOTE(name));
+		} else if (S_ISREG(st.st_mode)) {
 			if (st.st_nlink > 1) {
 				r = inode_set_add(seen, st.st_dev, st.st_ino);
-				if (r < 0)
-					return r;
-				if (r == 0)
+				if (r <= 0)
 					continue;
 			}
 			*total += (uint64_t)st.st_size;
 		} else if (S_ISDIR(st.st_mode)) {
-			_cleanup_close_ int fd = openat(dirfd, *p, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			fd = dir_stack_push(&dirs, name);
 			if (fd < 0)
-				return error_set(err, negerrno(), "open dir \"%s\"", QUOTE(*p));
-			r = size_walk(fd, seen, total, err);
-			if (r < 0)
-				return error_prefix(err, r, "%s", *p);
+				r = error_set(err, fd, "open dir \"%s\"", QUOTE(name));
 		}
 	}
-	return 0;
+	while (n > 0)
+		strv_free(levels[--n].names);
+	free(levels);
+	dir_stack_release(&dirs);
+	return r < 0 ? r : 0;
 }
 
 int size_tree(int root_fd, uint64_t *ret, strata_error *err)

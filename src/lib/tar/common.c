@@ -11,7 +11,10 @@
 
 bool tar_xattr_kept(const char *name)
 {
-	if (!strncmp(name, "trusted.overlay.", 16))
+	/* overlay's own bookkeeping, in either namespace: a rootless
+	 * consumer mounting with userxattr honours user.overlay.*, so a tar
+	 * must never carry one into a layer (or out of one). */
+	if (!strncmp(name, "trusted.overlay.", 16) || !strncmp(name, "user.overlay.", 13))
 		return false;
 	return !strncmp(name, "user.", 5) || !strncmp(name, "trusted.", 8) || !strcmp(name, "security.capability");
 }

@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,7 @@
 
 #include "tar/tar.h"
 #include "util/banned.h"
+#include "util/dirstack.h"
 #include "util/error.h"
 #include "util/fs.h"
 #include "util/macro.h"
@@ -205,14 +207,15 @@ static int add_sparse_map(struct archive_entry *e, int fd, const struct stat *st
 	return lseek(fd, 0, SEEK_SET) < 0 ? negerrno() : 0;
 }
 
-/* Streams size bytes of fd.  A file that shrank meanwhile is padded with
- * zeros (the header is written); one that grew is cut at the header's size. */
-static int write_content(tar_writer *w, int fd, off_t size, const char *path, strata_error *err)
+/* Streams the bytes [from, to) of fd.  A file that shrank meanwhile is
+ * padded with zeros (the header is written); one that grew is cut at the
+ * header's size. */
+static int write_range(tar_writer *w, int fd, off_t from, off_t to, const char *path, strata_error *err)
 {
-	off_t done = 0;
-	while (done < size) {
-		size_t want = (size_t)(size - done < DATA_BUF ? size - done : DATA_BUF);
-		ssize_t n = read(fd, w->buf, want);
+	off_t done = from;
+	while (done < to) {
+		size_t want = (size_t)(to - done < DATA_BUF ? to - done : DATA_BUF);
+		ssize_t n = pread(fd, w->buf, want, done);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -228,6 +231,45 @@ static int write_content(tar_writer *w, int fd, off_t size, const char *path, st
 			w->o->progress(&w->progress, w->o->progress_data);
 	}
 	return 0;
+}
+
+/* libarchive takes a sparse file's content whole and drops the bytes of
+ * its holes itself; a hole is fed from zeros, never read (16 GiB of hole
+ * would otherwise be 16 GiB of reads). */
+static int write_holes(tar_writer *w, off_t len, const char *path, strata_error *err)
+{
+	static const char zeros[DATA_BUF];
+	while (len > 0) {
+		size_t n = (size_t)(len < DATA_BUF ? len : DATA_BUF);
+		if (archive_write_data(w->a, zeros, n) < 0)
+			return archive_fail(w, path, err);
+		len -= (off_t)n;
+	}
+	return 0;
+}
+
+/* The content of the entry e (stat'ed size `size`), region by region when
+ * it has a sparse map. */
+static int write_content(tar_writer *w, struct archive_entry *e, int fd, off_t size, const char *path,
+			 strata_error *err)
+{
+	if (archive_entry_sparse_reset(e) == 0)
+		return write_range(w, fd, 0, size, path, err);
+	off_t at = 0;
+	la_int64_t off, len;
+	while (archive_entry_sparse_next(e, &off, &len) == ARCHIVE_OK) {
+		if (off < at || off > size)
+			break; /* not a map add_sparse_map makes */
+		if (len > size - off)
+			len = size - off;
+		int r = write_holes(w, off - at, path, err);
+		if (r >= 0)
+			r = write_range(w, fd, off, off + len, path, err);
+		if (r < 0)
+			return r;
+		at = off + len;
+	}
+	return write_holes(w, size - at, path, err);
 }
 
 static int write_entry_header(tar_writer *w, struct archive_entry *e, const char *path, strata_error *err)
@@ -301,11 +343,9 @@ static int write_nondir(tar_writer *w, int dirfd, const char *name, const char *
 	r = write_entry_header(w, e, path, err);
 	if (r < 0)
 		goto out;
-	/* A hardlink to an earlier path has size 0: no data.  Sparse files
-	 * are fed whole, holes read as zeros: libarchive drops the hole
-	 * bytes itself. */
+	/* A hardlink to an earlier path has size 0: no data. */
 	if (fd >= 0 && archive_entry_size(e) > 0 && !archive_entry_hardlink(e))
-		r = write_content(w, fd, st->st_size, path, err);
+		r = write_content(w, e, fd, st->st_size, path, err);
 out:
 	archive_entry_free(e);
 	archive_entry_free(spare);
@@ -356,77 +396,136 @@ static int cmp_names(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* Depth-first in name order; one fd per level of the current path. */
-static int walk(tar_writer *w, int dirfd, strbuf *path, strata_error *err)
+/* One directory of the walk: its sorted names and how far it got. */
+typedef struct export_level {
+	char **names;
+	size_t next;
+	size_t path_len; /* of the walk's path at this directory */
+} export_level;
+
+/* Appends "/name" (or "name" at the root) to the walk's path.  A path a
+ * tar reader could not create (PATH_MAX) is refused: a container can make
+ * one by moving into ever deeper directories. */
+static int path_push(strbuf *path, const char *name, strata_error *err)
 {
-	_cleanup_strv_free_ char **names = NULL;
-	int r = fs_list_dir(dirfd, &names);
+	size_t nl = strlen(name);
+	if (path->len + 1 + nl >= PATH_MAX)
+		return error_setf(err, -ENAMETOOLONG, "\"%s/...\": a path longer than %d bytes cannot go into a tar",
+				  QUOTE(path->buf), PATH_MAX - 1);
+	if ((path->len && strbuf_append(path, "/", 1) < 0) || strbuf_append(path, name, nl) < 0)
+		return -ENOMEM;
+	return 0;
+}
+
+/* A new level for the directory open at fd. */
+static int level_open(export_level **levels, size_t *n, size_t *alloc, int fd, const strbuf *path, strata_error *err)
+{
+	if (*n == *alloc) {
+		size_t a = *alloc ? 2 * *alloc : 16;
+		export_level *l = realloc(*levels, a * sizeof(*l));
+		if (!l)
+			return -ENOMEM;
+		*levels = l;
+		*alloc = a;
+	}
+	char **names = NULL;
+	int r = fs_list_dir(fd, &names);
 	if (r < 0)
 		return error_set(err, r, "read dir \"%s\"", QUOTE(path->len ? path->buf : "/"));
 	qsort(names, strv_length(names), sizeof(char *), cmp_names);
+	(*levels)[(*n)++] = (export_level){names, 0, path->len};
+	return 0;
+}
+
+/* One name of the directory at dirfd (path->buf), in the AUFS format or
+ * overlay's.  *ret_is_dir: it is a directory to descend into, its path
+ * appended to `path`. */
+static int write_name(tar_writer *w, int dirfd, const char *name, strbuf *path, bool *ret_is_dir, struct stat *st,
+		      strata_error *err)
+{
+	*ret_is_dir = false;
+	int r;
+	if (fstatat(dirfd, name, st, AT_SYMLINK_NOFOLLOW) < 0) {
+		if (errno == ENOENT)
+			return 0; /* deleted meanwhile */
+		return error_set(err, negerrno(), "stat \"%s/%s\"", QUOTE(path->buf), QUOTE(name));
+	}
+	if (w->o->flags & TAR_AUFS) {
+		/* aufs's whiteouts are hardlinks of one file (.wh..wh.aufs):
+		 * each is its own entry, never a link; its bookkeeping dirs
+		 * are not content. */
+		if (!strncmp(name, WHITEOUT_META, strlen(WHITEOUT_META))) {
+			if (!strcmp(name, WHITEOUT_OPAQUE) && S_ISREG(st->st_mode) && path->len)
+				return write_marker(w, path->buf, WHITEOUT_OPAQUE, "", st, err);
+			return 0;
+		}
+		if (!strncmp(name, WHITEOUT_PREFIX, strlen(WHITEOUT_PREFIX)) && S_ISREG(st->st_mode))
+			return write_marker(w, path->buf, WHITEOUT_PREFIX, name + strlen(WHITEOUT_PREFIX), st, err);
+	} else if (tar_is_whiteout(st)) {
+		return write_marker(w, path->buf, WHITEOUT_PREFIX, name, st, err);
+	}
+	if (S_ISSOCK(st->st_mode))
+		return 0; /* tar has no sockets; Docker skips them too */
 	size_t base_len = path->len;
-	for (char **p = names; *p; p++) {
+	r = path_push(path, name, err);
+	if (r < 0)
+		return r;
+	if (!S_ISDIR(st->st_mode)) {
+		r = write_nondir(w, dirfd, name, path->buf, st, err);
 		path->len = base_len;
 		path->buf[base_len] = '\0';
-		struct stat st;
-		if (fstatat(dirfd, *p, &st, AT_SYMLINK_NOFOLLOW) < 0) {
-			if (errno == ENOENT)
-				continue; /* deleted meanwhile */
-			return error_set(err, negerrno(), "stat \"%s/%s\"", QUOTE(path->buf), *p);
-		}
-		if (w->o->flags & TAR_AUFS) {
-			/* aufs's whiteouts are hardlinks of one file
-			 * (.wh..wh.aufs): each is its own entry, never a
-			 * link; its bookkeeping dirs are not content. */
-			if (!strncmp(*p, WHITEOUT_META, strlen(WHITEOUT_META))) {
-				if (!strcmp(*p, WHITEOUT_OPAQUE) && S_ISREG(st.st_mode) && base_len) {
-					r = write_marker(w, path->buf, WHITEOUT_OPAQUE, "", &st, err);
-					if (r < 0)
-						return r;
-				}
-				continue;
-			}
-			if (!strncmp(*p, WHITEOUT_PREFIX, strlen(WHITEOUT_PREFIX)) && S_ISREG(st.st_mode)) {
-				r = write_marker(w, path->buf, WHITEOUT_PREFIX, *p + strlen(WHITEOUT_PREFIX), &st, err);
-				if (r < 0)
-					return r;
-				continue;
-			}
-		} else if (tar_is_whiteout(&st)) {
-			r = write_marker(w, path->buf, WHITEOUT_PREFIX, *p, &st, err);
-			if (r < 0)
-				return r;
-			continue;
-		}
-		if ((base_len && strbuf_append(path, "/", 1) < 0) || strbuf_append(path, *p, strlen(*p)) < 0)
-			return -ENOMEM;
-		if (S_ISSOCK(st.st_mode))
-			continue; /* tar has no sockets; Docker skips them too */
-		if (!S_ISDIR(st.st_mode)) {
-			r = write_nondir(w, dirfd, *p, path->buf, &st, err);
-			if (r < 0)
-				return r;
-			continue;
-		}
-		_cleanup_close_ int fd = openat(dirfd, *p, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		if (fd < 0)
-			return error_set(err, negerrno(), "open dir \"%s\"", QUOTE(path->buf));
-		r = write_dir(w, fd, path->buf, &st, err);
-		if (r < 0)
-			return r;
-		if (!(w->o->flags & TAR_AUFS) && tar_is_opaque(fd)) {
-			r = write_marker(w, path->buf, WHITEOUT_OPAQUE, "", &st, err);
-			if (r < 0)
-				return r;
-		}
-		r = walk(w, fd, path, err);
-		if (r < 0)
-			return r;
+		return r;
 	}
-	path->len = base_len;
-	if (path->buf)
-		path->buf[base_len] = '\0';
+	*ret_is_dir = true;
 	return 0;
+}
+
+/* Depth-first in name order, without recursion: a dir_stack holds the
+ * open directories, a level per directory its names. */
+static int walk(tar_writer *w, int root_fd, strbuf *path, strata_error *err)
+{
+	dir_stack dirs = DIR_STACK_INIT(root_fd);
+	export_level *levels = NULL;
+	size_t n = 0, alloc = 0;
+	int r = level_open(&levels, &n, &alloc, root_fd, path, err);
+	while (r >= 0 && n > 0) {
+		export_level *l = &levels[n - 1];
+		path->len = l->path_len;
+		path->buf[l->path_len] = '\0';
+		if (!l->names[l->next]) {
+			strv_free(l->names);
+			n--;
+			if (n > 0) {
+				r = dir_stack_pop(&dirs);
+				if (r < 0)
+					error_set(err, r, "return to dir \"%s\"", QUOTE(path->buf));
+			}
+			continue;
+		}
+		const char *name = l->names[l->next++];
+		bool is_dir = false;
+		struct stat st;
+		r = write_name(w, dir_stack_fd(&dirs), name, path, &is_dir, &st, err);
+		if (r < 0 || !is_dir)
+			continue;
+		int fd = dir_stack_push(&dirs, name);
+		if (fd < 0) {
+			r = error_set(err, fd, "open dir \"%s\"", QUOTE(path->buf));
+			continue;
+		}
+		r = write_dir(w, fd, path->buf, &st, err);
+		if (r >= 0 && !(w->o->flags & TAR_AUFS) && tar_is_opaque(fd))
+			r = write_marker(w, path->buf, WHITEOUT_OPAQUE, "", &st, err);
+		if (r >= 0)
+			r = level_open(&levels, &n, &alloc, fd, path, err);
+		if (r < 0)
+			break;
+	}
+	while (n > 0)
+		strv_free(levels[--n].names);
+	free(levels);
+	dir_stack_release(&dirs);
+	return r;
 }
 
 int tar_write_layer(tar_writer *w, int root_fd, strata_error *err)

@@ -60,7 +60,7 @@ static inline bool tar_cancelled(const tar_opts *o)
 #define OVERLAY_OPAQUE_XATTR "trusted.overlay.opaque"
 
 /* Does an xattr travel in layer tars?  security.capability, user.* and
- * trusted.* except overlay's own bookkeeping (trusted.overlay.*). */
+ * trusted.* except overlay's own bookkeeping (trusted.overlay.*, user.overlay.*). */
 bool tar_xattr_kept(const char *name);
 
 /* Is the directory marked opaque (trusted.overlay.opaque=y)? */
