@@ -49,3 +49,21 @@ typedef struct cli_progress {
 } cli_progress;
 void cli_progress_init(cli_progress *c, const char *label, bool quiet, strata_tar_options *o);
 void cli_progress_abort(const cli_progress *c, const strata_tar_options *o);
+
+/* An output file (-o FILE), see output.c.  cli_output_open and
+ * cli_output_commit return 0 or, having printed why, EXIT_FAILURE. */
+typedef struct cli_output {
+	int fd;		  /* write here */
+	const char *what; /* "diff ID", for messages */
+	const char *path; /* as given */
+	bool staged;	  /* a temp file beside the target, renamed at commit */
+	bool existed;	  /* a regular file was there: its mode is kept */
+	unsigned mode;
+	int dir_fd;
+	char *name; /* the target's name in dir_fd */
+	char *tmp;  /* a temp name this command made, or NULL */
+} cli_output;
+int cli_output_open(cli_output *o, const char *path, const char *what);
+int cli_output_commit(cli_output *o);
+/* After a failure: removes only what this command made. */
+void cli_output_abort(cli_output *o);

@@ -126,12 +126,14 @@ static int run_diff(const cli_globals *g, int argc, char **argv)
 		return rc;
 
 	int fd = STDOUT_FILENO;
+	char what[64 + STRATA_ID_MAX];
+	snprintf(what, sizeof(what), "diff %s", id);
+	cli_output out = {.fd = -1};
 	if (output) {
-		fd = open(output, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-		if (fd < 0) {
-			cli_error("diff %s: create %s: %s", id, output, strerror(errno));
-			return EXIT_FAILURE;
-		}
+		rc = cli_output_open(&out, output, what);
+		if (rc)
+			return rc;
+		fd = out.fd;
 	} else if (isatty(fd)) {
 		cli_error("diff %s: standard output is a terminal; redirect it or use -o FILE", id);
 		return EXIT_FAILURE;
@@ -150,15 +152,12 @@ static int run_diff(const cli_globals *g, int argc, char **argv)
 		}
 		strata_driver_free(d);
 	}
-	if (output) {
-		if (close(fd) < 0 && !rc) {
-			cli_error("diff %s: close %s: %s", id, output, strerror(errno));
-			rc = EXIT_FAILURE;
-		}
-		/* No half tar left behind under the name asked for. */
-		if (rc)
-			unlink(output);
-	}
+	/* No half tar under the name asked for, and nothing removed that
+	 * this command did not make. */
+	if (output && !rc)
+		rc = cli_output_commit(&out);
+	else if (output)
+		cli_output_abort(&out);
 	return rc;
 }
 

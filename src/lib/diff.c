@@ -240,31 +240,29 @@ typedef struct trees {
 	strata_driver *d;
 	const char *id, *parent;
 	int new_fd, old_fd; /* old_fd -1: no parent, an empty tree */
-	bool got_new, got_old;
+	/* Holds, not references: a process killed mid-diff leaves nothing
+	 * that keeps the unions mounted. */
+	id_lock new_hold, old_hold;
 } trees;
 
-/* Idempotent: every reference taken is dropped exactly once. */
+/* Idempotent: every hold taken is dropped exactly once. */
 static void trees_release(trees *t)
 {
 	if (t->new_fd >= 0)
 		close(t->new_fd);
 	if (t->old_fd >= 0)
 		close(t->old_fd);
-	if (t->got_old)
-		strata_put(t->d, t->parent, NULL);
-	if (t->got_new)
-		strata_put(t->d, t->id, NULL);
 	t->new_fd = t->old_fd = -1;
-	t->got_old = t->got_new = false;
+	layer_unhold(t->d, t->parent, &t->old_hold, NULL);
+	layer_unhold(t->d, t->id, &t->new_hold, NULL);
 }
 
-static int open_tree(strata_driver *d, const char *id, int *ret_fd, bool *ret_got, strata_error *err)
+static int open_tree(strata_driver *d, const char *id, int *ret_fd, id_lock *ret_hold, strata_error *err)
 {
 	_cleanup_free_ char *path = NULL;
-	int r = strata_get(d, id, NULL, &path, err);
+	int r = layer_hold(d, id, ret_hold, &path, err);
 	if (r < 0)
-		return r;
-	*ret_got = true;
+		return error_prefix(err, r, "mount %s", QUOTE(id));
 	*ret_fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (*ret_fd < 0)
 		return error_set(err, negerrno(), "open %s", path);
@@ -273,10 +271,16 @@ static int open_tree(strata_driver *d, const char *id, int *ret_fd, bool *ret_go
 
 static int trees_open(strata_driver *d, const char *id, const char *parent, trees *ret, strata_error *err)
 {
-	*ret = (trees){.d = d, .id = id, .parent = parent, .new_fd = -1, .old_fd = -1};
-	int r = open_tree(d, id, &ret->new_fd, &ret->got_new, err);
+	*ret = (trees){.d = d,
+		       .id = id,
+		       .parent = parent,
+		       .new_fd = -1,
+		       .old_fd = -1,
+		       .new_hold = ID_LOCK_INIT,
+		       .old_hold = ID_LOCK_INIT};
+	int r = open_tree(d, id, &ret->new_fd, &ret->new_hold, err);
 	if (r >= 0 && parent && *parent)
-		r = open_tree(d, parent, &ret->old_fd, &ret->got_old, err);
+		r = open_tree(d, parent, &ret->old_fd, &ret->old_hold, err);
 	if (r < 0)
 		trees_release(ret);
 	return r;
@@ -360,7 +364,7 @@ static int diff_layer(strata_driver *d, const char *id, const char *parent, int 
 		}
 	}
 	tar_writer *w = NULL;
-	trees t = {.new_fd = -1, .old_fd = -1};
+	trees t = {.new_fd = -1, .old_fd = -1, .new_hold = ID_LOCK_INIT, .old_hold = ID_LOCK_INIT};
 	change_list changes = {0};
 	if (v.dfd < 0)
 		r = naive_changes(d, id, v.naive_parent, &t, &changes, err);

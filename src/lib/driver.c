@@ -226,6 +226,36 @@ static int absolute_root(const char *root, char **ret)
 	return asprintf(ret, "%s/%s", cwd, root) < 0 ? -ENOMEM : 0;
 }
 
+/*
+ * With id maps, a container's root is an unprivileged host uid that must
+ * reach its root filesystem, mnt/<id> (diff/<id> for a base layer): the
+ * store root, mnt/ and diff/ become traversable by the remapped root's
+ * group, as Docker's own drivers make theirs (0710, group = that gid).
+ * Only the execute bit is given: nobody can list the store.
+ */
+static int open_for_remapped_root(strata_driver *d, strata_error *err)
+{
+	uint32_t gid = 0;
+	if (idmap_to_host(&d->gids, 0, &gid) < 0 || gid == 0)
+		return 0;
+	store *s = d->store;
+	const struct {
+		int fd;
+		const char *sub;
+	} dirs[] = {{s->root_fd, ""}, {s->mnt_fd, "/mnt"}, {s->diff_fd, "/diff"}};
+	for (size_t i = 0; i < ELEMENTSOF(dirs); i++) {
+		struct stat st;
+		if (fstat(dirs[i].fd, &st) < 0)
+			return error_set(err, negerrno(), "stat %s%s", s->root, dirs[i].sub);
+		if ((st.st_mode & 0001) || (st.st_gid == gid && (st.st_mode & 0010)))
+			continue; /* already traversable */
+		if (fchown(dirs[i].fd, (uid_t)-1, gid) < 0 || fchmod(dirs[i].fd, (st.st_mode & 0700) | 0010) < 0)
+			return error_set(err, negerrno(), "let the remapped root (gid %u) traverse %s%s", (unsigned)gid,
+					 s->root, dirs[i].sub);
+	}
+	return 0;
+}
+
 static int driver_open(const char *root, const char *const *options, unsigned flags, strata_driver **ret_driver,
 		       strata_error *err)
 {
@@ -311,17 +341,22 @@ static int driver_open(const char *root, const char *const *options, unsigned fl
 		d->api = want;
 	d->selinux = selinux_enabled();
 
-	if ((flags & STRATA_OPEN_INIT) && recorded == ENGINE_AUTO) {
-		const char *name = d->aufs ? "aufs\n" : "overlay\n";
-		r = fs_write_atomic_at(d->store->root_fd, "engine", name, strlen(name), 0600, FS_WRITE_SYNC);
-		if (r < 0)
-			return error_set(err, r, "init %s: write %s", d->store->root, engine_path);
-	}
 	if (flags & STRATA_OPEN_INIT) {
 		_cleanup_lock_ id_lock init_lock = ID_LOCK_INIT;
 		r = lock_store_init(d->store, &init_lock);
 		if (r < 0)
 			return error_set(err, r, "init %s: lock %s/lock", d->store->root, d->store->root);
+		/* Under the init lock: recovery removes the temp files of
+		 * writes at the store's top, and none is in flight. */
+		if (recorded == ENGINE_AUTO) {
+			const char *name = d->aufs ? "aufs\n" : "overlay\n";
+			r = fs_write_atomic_at(d->store->root_fd, "engine", name, strlen(name), 0600, FS_WRITE_SYNC);
+			if (r < 0)
+				return error_set(err, r, "init %s: write %s", d->store->root, engine_path);
+		}
+		r = open_for_remapped_root(d, err);
+		if (r < 0)
+			return error_prefix(err, r, "init %s", d->store->root);
 		if (d->aufs)
 			d->dirperm1 = aufs_probe_dirperm1(d->store->root);
 		else

@@ -29,6 +29,13 @@ struct strata_driver {
  * (layers/<id>-removing).  Caller holds the id's lock. */
 int layer_scrub(strata_driver *d, const char *id, strata_error *err);
 
+/* What an interrupted create or remove of `id` left, when `id` is no
+ * layer: all of it after a remove (layers/<id>-removing), else only what
+ * a create makes (empty dirs, short links, a count, a thin record).
+ * Anything else there is not strata's: it stays, and the result is
+ * -ENOTEMPTY with a message naming it.  Caller holds the id's lock. */
+int layer_clear_debris(strata_driver *d, const char *id, strata_error *err);
+
 /* The start of every operation on one existing layer: validates id,
  * takes its lock (released by the caller, _cleanup_lock_) and reads its
  * chain, nearest parent first. */
@@ -38,6 +45,14 @@ int layer_lock(strata_driver *d, const char *id, id_lock *ret_lock, char ***ret_
  * *ret_child (caller frees), or 0.  Caller holds the id's lock (a create
  * on top of id takes it too, so no child appears meanwhile). */
 int layer_find_child(strata_driver *d, const char *id, char **ret_child);
+
+/* The view of `id` for as long as this process keeps *ret_hold (a naive
+ * diff's trees): mounted if needed, but not counted, so a process that
+ * dies holding it leaves nothing that keeps the union mounted (init and
+ * the next put unmount it).  *ret_path: the view (caller frees). */
+int layer_hold(strata_driver *d, const char *id, id_lock *ret_hold, char **ret_path, strata_error *err);
+/* Drops the hold; the view is unmounted if nobody counts or holds it. */
+int layer_unhold(strata_driver *d, const char *id, id_lock *hold, strata_error *err);
 
 /* Unmounts mnt/<id> if something is mounted there. */
 int layer_unmount(strata_driver *d, const char *id, strata_error *err);

@@ -355,9 +355,10 @@ static int drop_phantom_whiteouts(strata_driver *d, const char *id, const char *
 		return error_set(err, negerrno(), "open %s/diff/%s", d->store->root, id);
 	_cleanup_free_ char *view = NULL;
 	_cleanup_close_ int pfd = -1;
+	id_lock hold = ID_LOCK_INIT;
 	int r = 0;
 	if (parent) {
-		r = strata_get(d, parent, NULL, &view, err);
+		r = layer_hold(d, parent, &hold, &view, err);
 		if (r < 0)
 			return r;
 		pfd = open(view, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -372,7 +373,7 @@ static int drop_phantom_whiteouts(strata_driver *d, const char *id, const char *
 		close(pfd);
 		pfd = -1;
 		strata_error e2;
-		int pr = strata_put(d, parent, &e2);
+		int pr = layer_unhold(d, parent, &hold, &e2);
 		if (pr < 0 && r >= 0)
 			r = error_set(err, pr, "%s", e2.message);
 	}
@@ -978,9 +979,10 @@ static int check_layer(strata_driver *d, const aufs_store *src, const aufs_layer
 		}
 	}
 	_cleanup_free_ char *view = NULL;
+	id_lock hold = ID_LOCK_INIT;
 	bool got = false;
 	if (r >= 0) {
-		r = strata_get(d, l->id, NULL, &view, err);
+		r = layer_hold(d, l->id, &hold, &view, err);
 		got = r >= 0;
 	}
 	_cleanup_close_ int ofd = -1;
@@ -991,7 +993,7 @@ static int check_layer(strata_driver *d, const aufs_store *src, const aufs_layer
 		r = check_tree(&c, bfds, nb, ofd);
 	if (got) {
 		strata_error e2;
-		int pr = strata_put(d, l->id, &e2);
+		int pr = layer_unhold(d, l->id, &hold, &e2);
 		if (pr < 0 && r >= 0)
 			r = error_set(err, pr, "%s", e2.message);
 	}

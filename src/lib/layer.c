@@ -90,6 +90,67 @@ int layer_scrub(strata_driver *d, const char *id, strata_error *err)
 	return 0;
 }
 
+/* The dirs an interrupted create leaves are empty: only empty ones go. */
+static int clear_dir(strata_driver *d, int dirfd, const char *sub, const char *id, strata_error *err)
+{
+	if (unlinkat(dirfd, id, AT_REMOVEDIR) == 0 || errno == ENOENT)
+		return 0;
+	if (errno == ENOTEMPTY || errno == EEXIST || errno == EBUSY || errno == ENOTDIR)
+		return error_setf(err, -ENOTEMPTY,
+				  "%s/%s/%s is there but no layer %s exists, and strata did not leave it (it is not an "
+				  "empty directory); it is not deleted: see strata check",
+				  d->store->root, sub, id, id);
+	return error_set(err, negerrno(), "rmdir %s/%s/%s", d->store->root, sub, id);
+}
+
+int layer_clear_debris(strata_driver *d, const char *id, strata_error *err)
+{
+	store *s = d->store;
+	char removing[STORE_REMOVING_NAME_MAX];
+	store_removing_name(id, removing);
+	struct stat st;
+	/* An interrupted remove: everything of id is strata's to delete. */
+	if (fstatat(s->layers_fd, removing, &st, AT_SYMLINK_NOFOLLOW) == 0)
+		return layer_scrub(d, id, err);
+
+	/* An interrupted create: empty dirs, the short links, a count, a
+	 * thin record.  Anything else under these names is not strata's. */
+	const struct {
+		int fd;
+		const char *sub;
+	} dirs[] = {{s->mnt_fd, "mnt"}, {s->diff_fd, "diff"}, {s->work_fd, "work"}};
+	int first = 0;
+	for (size_t i = 0; i < ELEMENTSOF(dirs); i++) {
+		/* -removing names are strata's own, whatever is in them. */
+		int r = fs_rm_tree_at(dirs[i].fd, removing, err);
+		if (r >= 0)
+			r = clear_dir(d, dirs[i].fd, dirs[i].sub, id, err);
+		if (r < 0 && r != -ENOTEMPTY)
+			return error_prefix(err, r, "%s/%s", s->root, dirs[i].sub);
+		if (r < 0 && !first)
+			first = r;
+	}
+	char target[STRATA_ID_MAX + 16];
+	ssize_t n = readlinkat(s->link_fd, id, target, sizeof(target));
+	if (n >= 0 || errno == ENOENT) {
+		int r = link_remove(s, id);
+		if (r < 0)
+			return error_set(err, r, "remove short link of %s", id);
+	} else if (!first) {
+		first = error_setf(err, -ENOTEMPTY, "%s/link/%s is not a symlink strata made; it is not deleted",
+				   s->root, id);
+	}
+	int r = refs_is_record(s, id);
+	if (r > 0)
+		r = refs_remove(s, id);
+	if (r < 0)
+		return error_set(err, r, "remove %s/refs/%s", s->root, id);
+	r = thin_forget_under(d, id, err);
+	if (r < 0)
+		return r;
+	return first;
+}
+
 static int check_storage_opts(const char *const *opts, strata_error *err)
 {
 	/* No storage option is supported yet (a size quota needs project
@@ -156,7 +217,7 @@ static int create_layer(strata_driver *d, const char *id, const char *parent, co
 
 	/* Debris of an interrupted create or remove of this id goes first:
 	 * we hold the lock, so no live operation owns it. */
-	r = layer_scrub(d, id, err);
+	r = layer_clear_debris(d, id, err);
 	if (r < 0)
 		return error_prefix(err, r, "clear leftovers");
 
@@ -313,9 +374,21 @@ static int remove_layer(strata_driver *d, const char *id, strata_error *err)
 	if (r > 0)
 		return error_setf(err, -EBUSY, "layer is the parent of %s; remove that first", child);
 
-	r = layer_unmount(d, id, err);
+	/* The count goes before the union: a crash in between leaves a
+	 * mount nobody counts (init unmounts it), never a count without a
+	 * mount. */
+	unsigned count = 0;
+	r = refs_read(s, id, &count);
 	if (r < 0)
+		return error_set(err, r, "read %s/refs/%s", s->root, id);
+	if (count > 0 && (r = refs_write(s, id, 0)) < 0)
+		return error_set(err, r, "reset %s/refs/%s", s->root, id);
+	r = layer_unmount(d, id, err);
+	if (r < 0) {
+		if (count > 0)
+			refs_write(s, id, count); /* still mounted: still counted */
 		return r;
+	}
 
 	/* The commit point: from here on the layer does not exist. */
 	if (renameat(s->layers_fd, id, s->layers_fd, removing) < 0)

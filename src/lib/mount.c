@@ -116,6 +116,61 @@ static int mount_chain(strata_driver *d, const char *id, char **parents, const c
 	return overlay_mount(&req, api, err);
 }
 
+/* The layer's view, mounted if it needs a mount and has none.  Caller
+ * holds the id's lock.  *ret_mounted_now: mounted by this call. */
+static int ensure_view(strata_driver *d, const char *id, char **parents, const char *label, char **ret_path,
+		       bool *ret_mounted_now, strata_error *err)
+{
+	store *s = d->store;
+	*ret_mounted_now = false;
+	_cleanup_(chain_plan_release) chain_plan plan = {0};
+	int r = chain_plan_read(d, id, parents, &plan, err);
+	if (r < 0)
+		return r;
+	/* A base layer is its diff dir; a thin one is the union of its image. */
+	bool needs_mount = parents[0] != NULL || plan.self;
+	_cleanup_free_ char *path = driver_path(d, needs_mount ? "mnt" : "diff", id);
+	if (!path)
+		return -ENOMEM;
+	if (needs_mount) {
+		r = union_mounted_at(s->mnt_fd, id, path, err);
+		if (r < 0)
+			return r;
+		if (r == 0) {
+			r = chain_plan_acquire(d, id, &plan, err);
+			if (r < 0)
+				return r;
+			r = mount_chain(d, id, parents, &plan, label, err);
+			if (r < 0) {
+				thin_release_holder(d, id, NULL);
+				return r;
+			}
+			*ret_mounted_now = true;
+		}
+	}
+	*ret_path = TAKE_PTR(path);
+	return 0;
+}
+
+/* Unmounts the view of `id` if nobody uses it: no reference counted and
+ * no hold.  Caller holds the id's lock. */
+static int unmount_if_unused(strata_driver *d, const char *id, strata_error *err)
+{
+	store *s = d->store;
+	unsigned count = 0;
+	int r = refs_read(s, id, &count);
+	if (r < 0)
+		return error_set(err, r, "read %s/refs/%s", s->root, id);
+	if (count > 0)
+		return 0;
+	r = lock_held(s, id);
+	if (r < 0)
+		return error_set(err, r, "read the holds in %s/lock", s->root);
+	if (r > 0)
+		return 0;
+	return layer_unmount(d, id, err);
+}
+
 static int get_layer(strata_driver *d, const char *id, const char *label, char **ret_path, strata_error *err)
 {
 	store *s = d->store;
@@ -132,44 +187,23 @@ static int get_layer(strata_driver *d, const char *id, const char *label, char *
 	if (r < 0)
 		return error_set(err, r, "read %s/refs/%s", s->root, id);
 
-	_cleanup_(chain_plan_release) chain_plan plan = {0};
-	r = chain_plan_read(d, id, parents, &plan, err);
+	_cleanup_free_ char *path = NULL;
+	bool mounted_now = false;
+	r = ensure_view(d, id, parents, label, &path, &mounted_now, err);
 	if (r < 0)
 		return r;
-	/* A base layer is its diff dir; a thin one is the union of its image. */
-	bool needs_mount = parents[0] != NULL || plan.self;
-	_cleanup_free_ char *path = driver_path(d, needs_mount ? "mnt" : "diff", id);
-	if (!path)
-		return -ENOMEM;
-
-	bool mounted_now = false;
-	if (needs_mount) {
-		r = fs_is_mount_point_at(s->mnt_fd, id);
-		if (r < 0)
-			return error_set(err, r, "stat %s", path);
-		if (r == 0) {
-			/* References to a mount that vanished (unmounted behind
-			 * our back) are void; counting them would keep this new
-			 * mount alive after its last put. */
-			count = 0;
-			r = chain_plan_acquire(d, id, &plan, err);
-			if (r < 0)
-				return r;
-			r = mount_chain(d, id, parents, &plan, label, err);
-			if (r < 0) {
-				thin_release_holder(d, id, NULL);
-				return r;
-			}
-			mounted_now = true;
-		}
-	}
+	/* References to a mount that vanished (unmounted behind our back)
+	 * are void; counting them would keep this new mount alive after its
+	 * last put. */
+	if (mounted_now)
+		count = 0;
 
 	r = refs_write(s, id, count + 1);
 	if (r < 0) {
 		error_set(err, r, "write %s/refs/%s", s->root, id);
 		/* No count, no mount: nothing leaks if recording fails. */
-		if (mounted_now && union_unmount(path, NULL) >= 0)
-			thin_release_holder(d, id, NULL);
+		if (mounted_now)
+			unmount_if_unused(d, id, NULL);
 		return r;
 	}
 	*ret_path = TAKE_PTR(path);
@@ -181,6 +215,45 @@ int strata_get(strata_driver *d, const char *id, const char *mount_label, char *
 	error_clear(err);
 	int r = get_layer(d, id, mount_label, ret_path, err);
 	return r < 0 ? error_prefix(err, r, "get %s", QUOTE(id)) : 0;
+}
+
+int layer_hold(strata_driver *d, const char *id, id_lock *ret_hold, char **ret_path, strata_error *err)
+{
+	/* The hold comes first: whoever would unmount the view sees it. */
+	int r = id_validate(id, err);
+	if (r < 0)
+		return r;
+	id_lock hold = ID_LOCK_INIT;
+	r = lock_hold(d->store, id, &hold);
+	if (r < 0)
+		return error_set(err, r, "hold %s in %s/lock", id, d->store->root);
+	_cleanup_lock_ id_lock lock = ID_LOCK_INIT;
+	_cleanup_strv_free_ char **parents = NULL;
+	r = layer_lock(d, id, &lock, &parents, err);
+	bool mounted_now = false;
+	if (r >= 0)
+		r = ensure_view(d, id, parents, NULL, ret_path, &mounted_now, err);
+	if (r < 0) {
+		lock_release(&hold);
+		return r;
+	}
+	*ret_hold = hold;
+	return 0;
+}
+
+int layer_unhold(strata_driver *d, const char *id, id_lock *hold, strata_error *err)
+{
+	if (hold->fd < 0)
+		return 0;
+	lock_release(hold);
+	_cleanup_lock_ id_lock lock = ID_LOCK_INIT;
+	int r = lock_ids(d->store, id, NULL, &lock);
+	if (r < 0)
+		return error_set(err, r, "lock %s/lock", d->store->root);
+	r = store_layer_exists(d->store, id);
+	if (r <= 0)
+		return r < 0 ? error_set(err, r, "stat %s/layers/%s", d->store->root, id) : 0;
+	return unmount_if_unused(d, id, err);
 }
 
 static int put_layer(strata_driver *d, const char *id, strata_error *err)
@@ -206,20 +279,13 @@ static int put_layer(strata_driver *d, const char *id, strata_error *err)
 	if (r < 0)
 		return error_set(err, r, "read %s/refs/%s", s->root, id);
 
-	int mounted = fs_is_mount_point_at(s->mnt_fd, id);
-	if (mounted < 0 && mounted != -ENOENT)
-		return error_set(err, mounted, "stat %s/mnt/%s", s->root, id);
-	_cleanup_free_ char *target = driver_path(d, "mnt", id);
-	if (!target)
-		return -ENOMEM;
-
 	if (count == 0) {
-		/* A mount nobody counts is a leftover of a crashed get or put:
-		 * put reclaims it, as Docker's RefCounter does. */
-		if (mounted > 0) {
-			r = union_unmount(target, err);
-			return r < 0 ? r : thin_release_holder(d, id, err);
-		}
+		/* A mount nobody counts or holds is a leftover of a crashed get
+		 * or put: put reclaims it, as Docker's RefCounter does. */
+		int mounted = fs_is_mount_point_at(s->mnt_fd, id);
+		int held = lock_held(s, id);
+		if (mounted > 0 && held == 0)
+			return layer_unmount(d, id, err);
 		return error_setf(err, -EINVAL, "layer is not in use (no get holds a reference)");
 	}
 	r = refs_write(s, id, count - 1);
@@ -227,15 +293,14 @@ static int put_layer(strata_driver *d, const char *id, strata_error *err)
 		return error_set(err, r, "write %s/refs/%s", s->root, id);
 	/* The count is recorded before the unmount: a crash in between
 	 * leaves a mount with no count, which the next get adopts and init
-	 * removes, never a count with no mount. */
-	if (count == 1 && mounted > 0) {
-		r = union_unmount(target, err);
+	 * removes, never a count with no mount.  A hold (a naive diff in
+	 * another process) keeps the view mounted; its release unmounts. */
+	if (count == 1) {
+		r = unmount_if_unused(d, id, err);
 		if (r < 0) {
 			refs_write(s, id, count); /* still mounted: still counted */
 			return r;
 		}
-		/* The repositories this union used: the last user unmounts. */
-		return thin_release_holder(d, id, err);
 	}
 	return 0;
 }
@@ -262,53 +327,58 @@ int driver_unmount_views(strata_driver *d, bool only_stale, strata_error *err)
 	size_t plen = strlen(mnt);
 	int first_error = 0;
 	for (size_t i = 0; i < n && !first_error; i++) {
-		if (!m[i].fstype[0] || strncmp(m[i].mountpoint, mnt, plen) != 0)
+		/* Views are mounted at mnt/<id> itself; anything deeper, or
+		 * under a name that is no layer's, is not strata's. */
+		if (strncmp(m[i].mountpoint, mnt, plen) != 0 || strchr(m[i].mountpoint + plen, '/'))
 			continue;
-		const char *rest = m[i].mountpoint + plen;
-		size_t nl = strcspn(rest, "/");
-		_cleanup_free_ char *name = strndup(rest, nl);
-		if (!name) {
-			first_error = -ENOMEM;
+		const char *name = m[i].mountpoint + plen;
+		_cleanup_free_ char *id = store_owner_id(name);
+		if (!id)
+			continue;
+		bool is_layer_view = !strcmp(id, name);
+		_cleanup_lock_ id_lock lock = ID_LOCK_INIT;
+		r = lock_ids(s, id, NULL, &lock);
+		if (r < 0) {
+			first_error = error_set(err, r, "lock %s", id);
 			break;
 		}
-		_cleanup_free_ char *id = store_owner_id(name);
-		bool is_layer_view = id && !strcmp(id, name);
-		_cleanup_lock_ id_lock lock = ID_LOCK_INIT;
-		if (id) {
-			r = lock_ids(s, id, NULL, &lock);
+		if (only_stale && is_layer_view) {
+			/* Kept: a live layer whose count says someone holds
+			 * it, or that a live process holds, and anything we
+			 * cannot judge (a read error must never detach a
+			 * running container's root). */
+			unsigned count = 0;
+			int exists = store_layer_exists(s, id);
+			if (exists < 0 ||
+			    (exists > 0 && (refs_read(s, id, &count) < 0 || count > 0 || lock_held(s, id) != 0)))
+				continue;
+		}
+		/* The table was read before the lock: a view gone since is
+		 * fine.  A mount that is not strata's union, or one with a mount
+		 * inside it, stays (strata check reports it). */
+		r = union_mounted_at(s->mnt_fd, name, m[i].mountpoint, NULL);
+		if (r == -EBUSY)
+			continue;
+		if (r < 0) {
+			first_error = error_set(err, r, "stat %s", m[i].mountpoint);
+			break;
+		}
+		if (r > 0) {
+			strata_error uerr;
+			r = union_unmount(m[i].mountpoint, &uerr);
+			if (r == -EBUSY)
+				continue;
 			if (r < 0) {
-				first_error = error_set(err, r, "lock %s", id);
+				if (err)
+					*err = uerr;
+				first_error = r;
 				break;
 			}
 		}
-		bool keep = false;
-		if (only_stale && is_layer_view) {
-			/* Kept: a live layer whose count says someone holds
-			 * it, and anything we cannot judge (a read error must
-			 * never detach a running container's root). */
-			unsigned count = 0;
-			int exists = store_layer_exists(s, id);
-			keep = exists < 0 || (exists > 0 && (refs_read(s, id, &count) < 0 || count > 0));
-		}
-		/* Everything under this name, deepest first, while its lock is
-		 * held.  The table was read before the lock: a mount gone since
-		 * is fine, union_unmount is idempotent. */
-		for (size_t j = i; j < n; j++) {
-			if (!m[j].fstype[0] || strncmp(m[j].mountpoint, mnt, plen) != 0)
-				continue;
-			const char *rj = m[j].mountpoint + plen;
-			if (strncmp(rj, name, nl) != 0 || (rj[nl] != '\0' && rj[nl] != '/'))
-				continue;
-			m[j].fstype[0] = '\0'; /* handled */
-			if (keep)
-				continue;
-			r = union_unmount(m[j].mountpoint, first_error ? NULL : err);
-			if (r < 0 && !first_error)
-				first_error = r;
-		}
-		if (!keep && is_layer_view && !first_error)
-			first_error = thin_release_holder(d, id, err);
-		if (!keep && is_layer_view && !first_error) {
+		if (!is_layer_view)
+			continue;
+		first_error = thin_release_holder(d, id, err);
+		if (!first_error) {
 			r = refs_write(s, id, 0);
 			if (r < 0)
 				first_error = error_set(err, r, "reset %s/refs/%s", s->root, id);
@@ -338,7 +408,11 @@ static int cleanup(strata_driver *d, strata_error *err)
 		r = lock_ids(s, *p, NULL, &lock);
 		if (r < 0)
 			return error_set(err, r, "lock %s", *p);
-		/* A get that ran after the sweep above mounted again. */
+		/* A get that ran after the sweep above mounted again.  What is
+		 * not strata's union stays (strata check reports it). */
+		r = union_mounted_at(s->mnt_fd, *p, *p, NULL);
+		if (r == -EBUSY)
+			continue;
 		r = layer_unmount(d, *p, err);
 		if (r < 0)
 			return r;

@@ -179,19 +179,44 @@ static int recover_dir(strata_driver *d, int dirfd, const char *sub, strata_erro
 		r = store_layer_exists(s, id);
 		if (r < 0)
 			return error_set(err, r, "stat %s/layers/%s", s->root, id);
-		if (r > 0 && !strcmp(name, id))
-			continue; /* a live layer */
-		if (r > 0) {
-			/* -removing debris beside a live layer of the same id. */
-			r = fs_rm_tree_at(dirfd, name, err);
-			if (r < 0)
-				return error_prefix(err, r, "%s/%s", s->root, sub);
+		bool live = r > 0;
+		if (strcmp(name, id) != 0) {
+			/* "<id>-removing": strata's own name.  In layers/ it marks
+			 * an interrupted remove, which is finished; elsewhere it
+			 * is what a remove had renamed away. */
+			if (dirfd == s->layers_fd && !live)
+				r = layer_scrub(d, id, err);
+			else
+				r = fs_rm_tree_at(dirfd, name, err);
+			/* A mount strata did not make in there stays, and so
+			 * does what holds it (strata check reports it). */
+			if (r < 0 && r != -EBUSY)
+				return error_prefix(err, r, "finish removing %s", id);
 			continue;
 		}
-		/* No chain file: an interrupted remove or create of id. */
-		r = layer_scrub(d, id, err);
-		if (r < 0)
-			return error_prefix(err, r, "finish removing %s", id);
+		if (live)
+			continue;
+		/* No chain file: what an interrupted create left.  What
+		 * strata did not make stays (strata check reports it). */
+		r = layer_clear_debris(d, id, NULL);
+		if (r < 0 && r != -ENOTEMPTY)
+			return error_set(err, r, "clear what an interrupted create of %s left", id);
+	}
+	return 0;
+}
+
+/* Temp files of the atomic writes at the top of the store (engine, the
+ * marker): written under the init lock, which recovery holds. */
+static int recover_top(strata_driver *d, char **names, strata_error *err)
+{
+	static const char *const files[] = {"engine", STORE_MARKER};
+	for (char **p = names; *p; p++) {
+		/* ".tmp-<8 random>-<name>" */
+		if (strncmp(*p, ".tmp-", 5) != 0 || strlen(*p) < 15 || (*p)[13] != '-')
+			continue;
+		for (size_t i = 0; i < ELEMENTSOF(files); i++)
+			if (!strcmp(*p + 14, files[i]) && unlinkat(d->store->root_fd, *p, 0) < 0 && errno != ENOENT)
+				return error_set(err, negerrno(), "unlink %s/%s", d->store->root, *p);
 	}
 	return 0;
 }
@@ -242,6 +267,9 @@ int driver_recover(strata_driver *d, strata_error *err)
 	int r = fs_list_dir(s->root_fd, &top);
 	if (r < 0)
 		return error_set(err, r, "read %s", s->root);
+	r = recover_top(d, top, err);
+	if (r < 0)
+		return r;
 	for (char **p = top; *p; p++) {
 		if (strncmp(*p, PROBE_PREFIX, strlen(PROBE_PREFIX)) != 0)
 			continue;

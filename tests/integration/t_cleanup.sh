@@ -9,10 +9,20 @@ st mount a >/dev/null
 st mount b >/dev/null
 for i in 1 2 3; do st mount c >/dev/null; done
 st mount base >/dev/null
-# Something mounted inside a union, as a container runtime mounts /proc.
+# Something mounted inside a union by someone else (not strata): cleanup
+# leaves that union and what is inside it, says so, and does the rest.
 mkdir -p "$R/mnt/c/proc"
 mount -t tmpfs tmpfs "$R/mnt/c/proc"
+echo mine >"$R/mnt/c/proc/keep"
 is "three unions mounted" "$(overlay_count)" 3
+
+check_error "cleanup names the foreign mount inside a union" "mnt/c/proc is mounted inside it and is not strata's" \
+	st cleanup
+is "the other unions are unmounted" "$(overlay_count)" 1
+check "the union with the foreign mount stays" is_mounted "$R/mnt/c"
+is "the foreign mount and its file stay" "$(cat "$R/mnt/c/proc/keep")" mine
+is "its count stays" "$(st metadata c | sed -n 's/^RefCount: //p')" 3
+umount "$R/mnt/c/proc"
 
 check "cleanup" st cleanup
 is "no overlay left" "$(overlay_count)" 0

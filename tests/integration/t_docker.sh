@@ -237,8 +237,8 @@ store_leftovers() {
 	for d in layers diff mnt work refs l link; do
 		[[ -d $s/$d ]] && find "$s/$d" -mindepth 1
 	done
-	# lock and engine (the store's union engine) are the store's own.
-	find "$s" -mindepth 1 -maxdepth 1 -not -name lock -not -name engine \
+	# lock, engine (the store's union engine) and the marker are the store's own.
+	find "$s" -mindepth 1 -maxdepth 1 -not -name lock -not -name engine -not -name strata-store \
 		-not \( -type d \( -name layers -o -name diff -o -name mnt -o -name work -o -name refs -o -name l -o -name link \) \)
 }
 

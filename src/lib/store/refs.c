@@ -75,3 +75,21 @@ int refs_remove(store *s, const char *id)
 		return negerrno();
 	return 0;
 }
+
+int refs_is_record(store *s, const char *id)
+{
+	_cleanup_free_ char *data = NULL;
+	size_t len = 0;
+	int r = fs_read_at(s->refs_fd, id, 128, &data, &len);
+	if (r == -ENOENT || r == -EFBIG)
+		return 0;
+	if (r < 0)
+		return r;
+	/* "<boot-id> <count>\n", as refs_write makes it, of any boot. */
+	if (len != STORE_BOOT_ID_LEN + 12 || data[STORE_BOOT_ID_LEN] != ' ' || data[len - 1] != '\n')
+		return 0;
+	for (size_t i = STORE_BOOT_ID_LEN + 1; i < len - 1; i++)
+		if (data[i] < '0' || data[i] > '9')
+			return 0;
+	return 1;
+}

@@ -13,6 +13,10 @@
  *   ROOT/l/<short>     symlink to ../diff/<id>: short lower paths for the
  *   ROOT/link/<id>     legacy mount(2) path; link/<id> -> <short>
  *   ROOT/lock          byte-range locks, one byte per id (see lock.c)
+ *   ROOT/strata-store  the marker: this directory is a store strata made.
+ *                      Written first, into a new or empty directory; a
+ *                      directory that holds other files is never a store
+ *                      (recovery deletes and unmounts what it finds).
  *
  * Names beginning with '.' are temp files; names ending in "-removing" are
  * the remains of an interrupted remove.  Neither can be a layer id.
@@ -28,6 +32,8 @@
 #define STORE_BOOT_ID_LEN	36
 #define STORE_REMOVING_SUFFIX	"-removing"
 #define STORE_REMOVING_NAME_MAX (STRATA_ID_MAX + sizeof(STORE_REMOVING_SUFFIX))
+#define STORE_MARKER		"strata-store"
+#define STORE_MARKER_TEXT	"strata store, format 1\n"
 /* overlayfs refuses more than 500 lower layers. */
 #define STORE_MAX_PARENTS 500
 
@@ -73,6 +79,11 @@ int lock_ids(store *s, const char *id, const char *id2, id_lock *ret);
 /* The store-wide init lock: one init probes and recovers at a time (a
  * second init would take the first one's probe dir for debris). */
 int lock_store_init(store *s, id_lock *ret);
+/* A hold on `id` for as long as this process keeps it (lock_release, or
+ * death): see lock.c.  Never waits. */
+int lock_hold(store *s, const char *id, id_lock *ret);
+/* 1 if any process holds `id`, 0 if not. */
+int lock_held(store *s, const char *id);
 void lock_release(id_lock *l);
 static inline void lock_releasep(id_lock *l)
 {
@@ -86,6 +97,8 @@ unsigned long long lock_offset(const char *id);
 int refs_read(store *s, const char *id, unsigned *ret_count);
 /* Records count. */
 int refs_write(store *s, const char *id, unsigned count);
+/* 1 if refs/<id> is a record refs_write made (of any boot), 0 if not. */
+int refs_is_record(store *s, const char *id);
 /* Forgets the record (a layer being removed). */
 int refs_remove(store *s, const char *id);
 /* Parses "<boot-id> <count>"; pure, for tests. */

@@ -19,7 +19,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/magic.h>
 #include <sys/mount.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 #include "union/union.h"
@@ -248,8 +250,63 @@ int overlay_mount(const union_request *req, overlay_api api, strata_error *err)
 	return mount_new_api(req, err);
 }
 
+#ifndef AUFS_SUPER_MAGIC
+#define AUFS_SUPER_MAGIC 0x61756673
+#endif
+
+/* What strata mounts at a layer's mnt/<id>: overlay or aufs. */
+static bool union_fstype(unsigned long type)
+{
+	return type == OVERLAYFS_SUPER_MAGIC || type == AUFS_SUPER_MAGIC;
+}
+
+static int foreign_mount(const char *path, unsigned long type, strata_error *err)
+{
+	return error_setf(err, -EBUSY,
+			  "%s: a mount strata did not make is there (filesystem type 0x%lx); strata will not use "
+			  "or unmount it",
+			  path, type);
+}
+
+int union_mounted_at(int dirfd, const char *name, const char *path, strata_error *err)
+{
+	int r = fs_is_mount_point_at(dirfd, name);
+	if (r == -ENOENT || r == 0)
+		return 0;
+	if (r < 0)
+		return error_set(err, r, "stat %s", path);
+	_cleanup_close_ int fd = openat(dirfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	struct statfs sfs;
+	if (fd < 0 || fstatfs(fd, &sfs) < 0)
+		return error_set(err, negerrno(), "statfs %s", path);
+	if (!union_fstype((unsigned long)sfs.f_type))
+		return foreign_mount(path, (unsigned long)sfs.f_type, err);
+	return 1;
+}
+
+/* Mounts below target (not target itself): none of them is strata's. */
+static int nested_mount(const char *target, char **ret_first)
+{
+	mount_entry *m = NULL;
+	size_t n = 0;
+	int r = mountinfo_under(target, &m, &n);
+	if (r < 0)
+		return r;
+	*ret_first = NULL;
+	for (size_t i = 0; i < n && !*ret_first; i++)
+		if (strcmp(m[i].mountpoint, target) != 0)
+			*ret_first = strdup(m[i].mountpoint);
+	mount_entries_free(m, n);
+	return *ret_first ? 1 : 0;
+}
+
 int union_unmount(const char *target, strata_error *err)
 {
+	/* Only strata's own union goes: nothing else mounted there, and
+	 * nothing mounted inside it, is unmounted. */
+	int r = union_mounted_at(AT_FDCWD, target, target, err);
+	if (r <= 0)
+		return r;
 	if (umount2(target, UMOUNT_NOFOLLOW) == 0)
 		return 0;
 	/* Unmounting is idempotent: EINVAL (not a mount point, any more) and
@@ -258,7 +315,20 @@ int union_unmount(const char *target, strata_error *err)
 	 * stale. */
 	if (errno == EINVAL || errno == ENOENT)
 		return 0;
-	if (errno == EBUSY && umount2(target, MNT_DETACH | UMOUNT_NOFOLLOW) == 0)
+	if (errno != EBUSY)
+		return error_set(err, negerrno(), "unmount %s", target);
+	/* Busy: an open file (detached, as Docker's overlay2 does, so a stray
+	 * open file cannot pin a layer forever), or a mount inside it that
+	 * detaching would take along. */
+	_cleanup_free_ char *inner = NULL;
+	r = nested_mount(target, &inner);
+	if (r < 0)
+		return error_set(err, r, "unmount %s: read /proc/self/mountinfo", target);
+	if (r > 0)
+		return error_setf(err, -EBUSY,
+				  "unmount %s: %s is mounted inside it and is not strata's; unmount it first", target,
+				  inner);
+	if (umount2(target, MNT_DETACH | UMOUNT_NOFOLLOW) == 0)
 		return 0;
 	return error_set(err, negerrno(), "unmount %s", target);
 }

@@ -60,10 +60,18 @@ int overlay_label_validate(const char *label, strata_error *err);
 
 int overlay_mount(const union_request *req, overlay_api api, strata_error *err);
 
-/* Unmounts target if it is a mount point (0 if it is not, or is missing);
- * a busy mount is detached (as Docker's overlay2 does), so a stray open
- * file cannot pin a layer forever. */
+/* Unmounts strata's union at target if one is there (0 if nothing is
+ * mounted there, or target is missing); a busy union is detached (as
+ * Docker's overlay2 does), so a stray open file cannot pin a layer
+ * forever.  What strata did not mount is never unmounted: another kind of
+ * mount at target, or a mount inside the union, is -EBUSY with a message
+ * naming it. */
 int union_unmount(const char *target, strata_error *err);
+
+/* 1 if strata's union (overlay or aufs) is mounted at name under dirfd
+ * (`path` for messages), 0 if nothing is mounted there or it is missing,
+ * -EBUSY (with a message) if something else is mounted there. */
+int union_mounted_at(int dirfd, const char *name, const char *path, strata_error *err);
 
 /* ---- /proc/self/mountinfo (mountinfo.c) ---- */
 typedef struct mount_entry {
