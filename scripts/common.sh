@@ -12,7 +12,7 @@ PACKAGES=(
 	tar gzip zstd xz-utils libarchive-tools debootstrap busybox-static time
 	clang libclang-rt-14-dev
 	libmicrohttpd-dev docker.io curl
-	libssl-dev sshfs openssh-server
+	libssl-dev sshfs openssh-server strace
 )
 
 need_root() {
