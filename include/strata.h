@@ -313,6 +313,42 @@ STRATA_API int strata_import_aufs_check(strata_driver *driver, const char *aufs_
 					void *data, strata_check_report *ret, strata_error *err);
 STRATA_API void strata_check_report_clear(strata_check_report *report);
 
+/* ---- checking the store (strata check) ---- */
+
+typedef struct strata_problem {
+	char *layer;  /* the layer it concerns; NULL: the store as a whole */
+	char *path;   /* the file or directory at fault (absolute) */
+	char *what;   /* what is wrong */
+	char *repair; /* what the repair did, or why there is none; may be NULL */
+	int repaired; /* 1: fixed by STRATA_CHECK_REPAIR */
+} strata_problem;
+
+typedef struct strata_problem_list {
+	size_t n;
+	strata_problem *items;
+} strata_problem_list;
+
+enum {
+	/* Fix what is safe to fix: finish interrupted removes, remove what
+	 * interrupted creates and writes left, make missing empty dirs and
+	 * short links, bring counts in line with the mount table.  What
+	 * strata did not provably make is reported, never touched. */
+	STRATA_CHECK_REPAIR = 1u << 0,
+};
+
+/*
+ * Verifies every invariant the store relies on: chain files parse, name
+ * existing parents and agree with them, no cycles; every layer has its
+ * dirs and short links, and they lead to it; no debris of interrupted
+ * operations; reference counts agree with the mount table and with live
+ * holders; thin records name the thin layer of the chain; the engine
+ * record and the store marker.  Safe beside other processes using the
+ * store.  Returns the number of problems not repaired (0: clean) or a
+ * negative errno; *ret lists every problem found.
+ */
+STRATA_API int strata_check(strata_driver *driver, unsigned flags, strata_problem_list *ret, strata_error *err);
+STRATA_API void strata_problem_list_clear(strata_problem_list *list);
+
 /* 0 if `id` is a valid layer id, -EINVAL (with a message) if not. */
 STRATA_API int strata_id_validate(const char *id, strata_error *err);
 

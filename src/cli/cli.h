@@ -35,7 +35,7 @@ bool cli_wants_help(const cli_command *cmd, int argc, char **argv);
 const cli_command *cli_find(const char *name);
 void cli_print_kv(const strata_kv_list *l, bool json);
 
-extern const cli_command cmd_init, cmd_status, cmd_cleanup;
+extern const cli_command cmd_init, cmd_status, cmd_cleanup, cmd_check;
 extern const cli_command cmd_create, cmd_rm, cmd_exists, cmd_metadata;
 extern const cli_command cmd_mount, cmd_umount;
 extern const cli_command cmd_apply, cmd_diff, cmd_size, cmd_changes;

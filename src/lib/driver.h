@@ -112,6 +112,11 @@ int thin_release_holder(strata_driver *d, const char *holder, strata_error *err)
 /* At create, before the chain file: records the thin layer under a new
  * layer on `parent` (parent itself, or what is recorded under it), if any. */
 int thin_record_under(strata_driver *d, const char *id, const char *parent, strata_error *err);
+/* strata check: compares the record of `id` with what create would
+ * record from `parent`: 0 they agree, 1 they do not (*ret_what says how,
+ * caller frees), 2 they did not and repair rewrote it. */
+int thin_check_under(strata_driver *d, const char *id, const char *parent, bool repair, char **ret_what,
+		     strata_error *err);
 /* At remove: forgets that record. */
 int thin_forget_under(strata_driver *d, const char *id, strata_error *err);
 /* Drops the repository holds of layers whose union is not mounted (all of

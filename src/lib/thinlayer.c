@@ -167,6 +167,50 @@ int thin_forget_under(strata_driver *d, const char *id, strata_error *err)
 	return 0;
 }
 
+int thin_check_under(strata_driver *d, const char *id, const char *parent, bool repair, char **ret_what,
+		     strata_error *err)
+{
+	*ret_what = NULL;
+	if (!thin_dir_exists(d))
+		return 0;
+	/* What create would record now, from the parent, against what is
+	 * recorded. */
+	_cleanup_free_ char *want = NULL, *have = NULL;
+	int r = 0;
+	if (parent && *parent) {
+		char name[STRATA_ID_MAX + sizeof("/" THIN_FILE)];
+		snprintf(name, sizeof(name), "%s/" THIN_FILE, parent);
+		if (faccessat(d->store->diff_fd, name, F_OK, AT_SYMLINK_NOFOLLOW) == 0) {
+			if (!(want = strdup(parent)))
+				return -ENOMEM;
+		} else {
+			r = read_under(d, parent, &want, NULL);
+		}
+	}
+	int h = read_under(d, id, &have, NULL);
+	bool bad = h < 0;
+	if (!bad && r >= 0)
+		bad = (want != NULL) != (have != NULL) || (want && strcmp(want, have) != 0);
+	if (!bad)
+		return 0;
+	if (asprintf(ret_what,
+		     "its thin record (%s/" THIN_DIR "/" UNDER_DIR "/%s) names %s, its parent's chain says %s",
+		     d->store->root, id,
+		     h < 0  ? "no valid layer"
+		     : have ? have
+			    : "none",
+		     want ? want : "none") < 0) {
+		*ret_what = NULL;
+		return -ENOMEM;
+	}
+	if (!repair)
+		return 1;
+	r = thin_forget_under(d, id, err);
+	if (r >= 0)
+		r = thin_record_under(d, id, parent, err);
+	return r < 0 ? r : 2;
+}
+
 int chain_plan_read(strata_driver *d, const char *id, char *const *parents, chain_plan *ret, strata_error *err)
 {
 	chain_plan p = {.n_store = strv_length(parents)};
