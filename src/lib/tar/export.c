@@ -381,6 +381,15 @@ static int write_marker(tar_writer *w, const char *dir, const char *marker, cons
 		.st_nlink = 1,
 		.st_mtim = st ? st->st_mtim : (struct timespec){0},
 	};
+	/* A whiteout overlay made while a container ran belongs to whoever
+	 * mounted the union (the host's root), which an id map need not
+	 * cover: it is no file of the container's, so it goes out as the
+	 * container's root's (Docker leaves such whiteouts unmapped). */
+	uint32_t id;
+	if (idmap_to_container(w->o->uids, m.st_uid, &id) < 0 && idmap_to_host(w->o->uids, 0, &id) == 0)
+		m.st_uid = id;
+	if (idmap_to_container(w->o->gids, m.st_gid, &id) < 0 && idmap_to_host(w->o->gids, 0, &id) == 0)
+		m.st_gid = id;
 	struct archive_entry *e = archive_entry_new();
 	if (!e)
 		return -ENOMEM;
