@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -320,6 +321,135 @@ static enum MHD_Result reply_json_call(struct MHD_Connection *conn, request *r)
 	return queue_json(conn, r, MHD_HTTP_OK, c.reply);
 }
 
+/* `n` bytes of `s` for a message: printable ASCII as it is, '"' and '\\'
+ * escaped, anything else (a NUL above all) as \xNN.  Cut with "..." to fit. */
+static const char *escape_bytes(const char *s, size_t n, char *buf, size_t size)
+{
+	size_t o = 0;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		char one[8];
+		if (c == '"' || c == '\\')
+			snprintf(one, sizeof(one), "\\%c", c);
+		else if (c >= 0x20 && c < 0x7f)
+			snprintf(one, sizeof(one), "%c", c);
+		else
+			snprintf(one, sizeof(one), "\\x%02x", c);
+		size_t len = strlen(one);
+		if (o + len + 4 > size) {
+			snprintf(buf + o, size - o, "...");
+			return buf;
+		}
+		memcpy(buf + o, one, len + 1);
+		o += len;
+	}
+	if (o < size)
+		buf[o] = 0;
+	return buf;
+}
+
+/* How often the query names each of ApplyDiff's arguments, compared as
+ * MHD_lookup_connection_value_n compares keys (bytes, ignoring case). */
+typedef struct query_scan {
+	unsigned id, parent;
+	bool nul_key; /* a key holding a NUL byte: the first is `bad_key` */
+	char bad_key[160];
+} query_scan;
+
+static enum MHD_Result scan_query(void *cls, enum MHD_ValueKind kind, const char *key, size_t key_size,
+				  const char *value, size_t value_size)
+{
+	(void)kind;
+	(void)value;
+	(void)value_size;
+	query_scan *q = cls;
+	if (!key)
+		return MHD_YES;
+	if (strlen(key) != key_size) {
+		if (!q->nul_key)
+			escape_bytes(key, key_size, q->bad_key, sizeof(q->bad_key));
+		q->nul_key = true;
+	} else if (!strcasecmp(key, "id")) {
+		q->id++;
+	} else if (!strcasecmp(key, "parent")) {
+		q->parent++;
+	}
+	return MHD_YES;
+}
+
+/*
+ * ApplyDiff's `key` (id or parent) from the query: *ret NULL when absent.
+ * MHD decodes %00 into the value, so as a C string it would end there
+ * ("a%00../x" read as "a"): the value is taken with its size and refused
+ * when it holds a NUL byte.  Returns false after request_fail.
+ */
+static bool query_value(request *r, struct MHD_Connection *conn, const char *key, const char **ret)
+{
+	const char *v = NULL;
+	size_t n = 0;
+	*ret = NULL;
+	if (MHD_lookup_connection_value_n(conn, MHD_GET_ARGUMENT_KIND, key, strlen(key), &v, &n) != MHD_YES)
+		return true;
+	if (v && strlen(v) != n) {
+		char shown[600];
+		escape_bytes(v, n, shown, sizeof(shown));
+		char **logged = !strcmp(key, "id") ? &r->id : &r->parent;
+		free(*logged);
+		*logged = strdup(shown);
+		request_fail(r, MHD_HTTP_BAD_REQUEST, "%s: invalid %s \"%s\": a NUL byte at offset %zu", r->name, key,
+			     shown, strlen(v));
+		return false;
+	}
+	*ret = v; /* NULL for "?parent" without '=': as absent */
+	return true;
+}
+
+/* A present id must be valid; so must a parent that is not "" (none). */
+static bool query_id_valid(request *r, const char *key, const char *v)
+{
+	if (!v || (!*v && strcmp(key, "id")))
+		return true;
+	strata_error verr;
+	if (strata_id_validate(v, &verr) < 0) {
+		request_fail(r, MHD_HTTP_BAD_REQUEST, "%s: %s: %s", r->name, key, verr.message);
+		return false;
+	}
+	return true;
+}
+
+/* ApplyDiff: its id and parent, checked before the apply starts. */
+static void apply_start(request *r, struct MHD_Connection *conn)
+{
+	query_scan q = {0};
+	MHD_get_connection_values_n(conn, MHD_GET_ARGUMENT_KIND, scan_query, &q);
+	if (q.nul_key) {
+		request_fail(r, MHD_HTTP_BAD_REQUEST, "%s: the query key \"%s\" holds a NUL byte", r->name, q.bad_key);
+		return;
+	}
+	if (q.id > 1 || q.parent > 1) {
+		request_fail(r, MHD_HTTP_BAD_REQUEST,
+			     "%s: the query gives %s %u times (?id=ID&parent=PARENT, each once)", r->name,
+			     q.id > 1 ? "id" : "parent", q.id > 1 ? q.id : q.parent);
+		return;
+	}
+	const char *id, *parent;
+	if (!query_value(r, conn, "id", &id) || !query_value(r, conn, "parent", &parent))
+		return;
+	request_set_ids(r, id, parent);
+	if (!id) {
+		request_fail(r, MHD_HTTP_BAD_REQUEST, "%s: the query has no id (?id=ID&parent=PARENT)", r->name);
+		return;
+	}
+	if (!query_id_valid(r, "id", id) || !query_id_valid(r, "parent", parent))
+		return;
+	strata_driver *d = server_driver(r->server);
+	if (!d)
+		request_fail(r, MHD_HTTP_INTERNAL_SERVER_ERROR,
+			     "%s: the driver is not initialised (GraphDriver.Init has not been called)", r->name);
+	else if (stream_apply_start(d, id, parent, &r->stream, &r->err) < 0)
+		r->status = MHD_HTTP_INTERNAL_SERVER_ERROR; /* r->err says why */
+}
+
 static request *request_new(plugin_server *s, struct MHD_Connection *conn, const char *url, const char *http_method,
 			    const char *version)
 {
@@ -350,19 +480,7 @@ static request *request_new(plugin_server *s, struct MHD_Connection *conn, const
 	}
 	if (!strcmp(r->name, APPLY_DIFF)) {
 		r->apply = true;
-		const char *id = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "id");
-		const char *parent = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "parent");
-		request_set_ids(r, id, parent);
-		strata_driver *d = server_driver(s);
-		if (!d)
-			request_fail(r, MHD_HTTP_INTERNAL_SERVER_ERROR,
-				     "%s: the driver is not initialised (GraphDriver.Init has not been called)",
-				     r->name);
-		else if (!id)
-			request_fail(r, MHD_HTTP_BAD_REQUEST, "%s: the query has no id (?id=ID&parent=PARENT)",
-				     r->name);
-		else if (stream_apply_start(d, id, parent, &r->stream, &r->err) < 0)
-			r->status = MHD_HTTP_INTERNAL_SERVER_ERROR; /* r->err says why */
+		apply_start(r, conn);
 		return r;
 	}
 	r->method = plugin_method_find(r->name);
