@@ -15,6 +15,8 @@
 
 /* Bytes in flight between the connection and the library. */
 #define STREAM_PIPE_SIZE (1u << 20)
+/* The apply's or diff's thread (server.c: THREAD_STACK says why). */
+#define STREAM_THREAD_STACK (8u << 20)
 /* What a diff must produce before its reply starts. */
 #define STREAM_HEAD_SIZE (64u << 10)
 /* The spool: what was sent is punched out in steps this big... */
@@ -141,7 +143,16 @@ static int stream_pipe(plugin_stream *st, strata_error *err)
 
 static int stream_run(plugin_stream *st, strata_error *err)
 {
-	int r = pthread_create(&st->thread, NULL, st->apply ? apply_main : diff_main, st);
+	/* The library's tree walks recurse per directory level: the stack of
+	 * a connection thread (server.c, THREAD_STACK), not RLIMIT_STACK's. */
+	pthread_attr_t attr;
+	int r = pthread_attr_init(&attr);
+	if (!r) {
+		r = pthread_attr_setstacksize(&attr, STREAM_THREAD_STACK);
+		if (!r)
+			r = pthread_create(&st->thread, &attr, st->apply ? apply_main : diff_main, st);
+		pthread_attr_destroy(&attr);
+	}
 	if (r) {
 		close(st->thread_fd);
 		st->thread_fd = -1;
