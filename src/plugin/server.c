@@ -72,10 +72,10 @@
  * resident.  Explicit, so it does not follow RLIMIT_STACK.
  */
 #define THREAD_STACK (8u << 20)
-/* The open files limit serve raises its soft limit to (never lowers it):
- * enough for CONNECTION_HARD_CAP connections and their calls, and low
- * enough that a deep tree runs out of fds (a clean EMFILE error) before
- * the library's recursion runs out of THREAD_STACK. */
+/* serve's open files soft limit (the hard limit if lower): enough for
+ * CONNECTION_HARD_CAP connections and their calls, and low enough that a
+ * deep tree runs out of fds (a clean EMFILE error) before the library's
+ * recursion runs out of THREAD_STACK. */
 #define OPEN_FILES_WANT 8192
 
 /* An open connection, from MHD's NOTIFY_STARTED to its NOTIFY_CLOSED. */
@@ -912,24 +912,24 @@ static void resume(plugin_server *s)
 }
 
 /* One fd per connection: the usual soft limit (1024) would keep
- * CONNECTION_HARD_CAP out of reach, and MHD stops accepting at EMFILE.
- * Raised up to OPEN_FILES_WANT, as far as the hard limit allows. */
-static void raise_nofile(void)
+ * CONNECTION_HARD_CAP out of reach, and MHD stops accepting at EMFILE.  A
+ * higher one (systemd units often set 1048576) would let a layer's depth,
+ * and so the library's recursion, go past THREAD_STACK: OPEN_FILES_WANT. */
+static void set_nofile(void)
 {
 	struct rlimit rl;
 	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
 		return;
 	rlim_t want = rl.rlim_max != RLIM_INFINITY && rl.rlim_max < OPEN_FILES_WANT ? rl.rlim_max : OPEN_FILES_WANT;
-	if (rl.rlim_cur < want) {
+	if (rl.rlim_cur != want) {
 		unsigned long long from = (unsigned long long)rl.rlim_cur;
 		rl.rlim_cur = want;
 		if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
-			plugin_log(PLUGIN_LOG_WARN,
-				   "msg=\"cannot raise the open files limit\" from=%llu to=%llu err=%s", from,
-				   (unsigned long long)want, LOG_VALUE(strerror(errno)));
+			plugin_log(PLUGIN_LOG_WARN, "msg=\"cannot set the open files limit\" from=%llu to=%llu err=%s",
+				   from, (unsigned long long)want, LOG_VALUE(strerror(errno)));
 			getrlimit(RLIMIT_NOFILE, &rl);
 		} else {
-			plugin_log(PLUGIN_LOG_DEBUG, "msg=\"raised the open files limit\" from=%llu to=%llu", from,
+			plugin_log(PLUGIN_LOG_DEBUG, "msg=\"set the open files limit\" from=%llu to=%llu", from,
 				   (unsigned long long)rl.rlim_cur);
 		}
 	}
@@ -951,7 +951,7 @@ int plugin_serve(const plugin_config *cfg, strata_error *err)
 	pthread_mutex_init(&s.conns_lock, NULL);
 	pthread_cond_init(&s.conns_stop, &ca);
 	pthread_condattr_destroy(&ca);
-	raise_nofile();
+	set_nofile();
 
 	/* A client gone mid-reply must be an EPIPE, not the end of us. */
 	signal(SIGPIPE, SIG_IGN);
