@@ -61,21 +61,10 @@
 /* MHD's own limit, well above: past it, clients wait in the listen backlog. */
 #define CONNECTION_HARD_CAP 4096
 #define LISTEN_BACKLOG	    128
-/*
- * Connection threads run the calls, and the library's tree walks recurse
- * once per directory level (Changes: about 0.8 KiB of stack per level,
- * DiffSize less), holding one fd per level.  A container can make its
- * layer as deep as it likes: with 1 MiB, `docker diff` of a 1500-deep
- * directory overflowed the stack and killed the server; with 8 MiB that
- * takes about 11000 levels, more than OPEN_FILES_WANT fds allow.  Stacks
- * cost address space, not memory: only the pages a call touches are
- * resident.  Explicit, so it does not follow RLIMIT_STACK.
- */
-#define THREAD_STACK (8u << 20)
 /* serve's open files soft limit (the hard limit if lower): enough for
  * CONNECTION_HARD_CAP connections and their calls, and low enough that a
  * deep tree runs out of fds (a clean EMFILE error) before the library's
- * recursion runs out of THREAD_STACK. */
+ * recursion runs out of PLUGIN_THREAD_STACK (stream.h). */
 #define OPEN_FILES_WANT 8192
 
 /* An open connection, from MHD's NOTIFY_STARTED to its NOTIFY_CLOSED. */
@@ -914,7 +903,7 @@ static void resume(plugin_server *s)
 /* One fd per connection: the usual soft limit (1024) would keep
  * CONNECTION_HARD_CAP out of reach, and MHD stops accepting at EMFILE.  A
  * higher one (systemd units often set 1048576) would let a layer's depth,
- * and so the library's recursion, go past THREAD_STACK: OPEN_FILES_WANT. */
+ * and so the library's recursion, go past PLUGIN_THREAD_STACK: OPEN_FILES_WANT. */
 static void set_nofile(void)
 {
 	struct rlimit rl;
@@ -982,7 +971,7 @@ int plugin_serve(const plugin_config *cfg, strata_error *err)
 		MHD_OPTION_NOTIFY_COMPLETED, on_completed, &s, MHD_OPTION_NOTIFY_CONNECTION, on_connection, &s,
 		MHD_OPTION_CONNECTION_LIMIT, (unsigned)CONNECTION_HARD_CAP, MHD_OPTION_CONNECTION_TIMEOUT,
 		(unsigned)CONNECTION_TIMEOUT, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONNECTION_MEMORY,
-		MHD_OPTION_THREAD_STACK_SIZE, (size_t)THREAD_STACK, MHD_OPTION_END);
+		MHD_OPTION_THREAD_STACK_SIZE, (size_t)PLUGIN_THREAD_STACK, MHD_OPTION_END);
 	if (!daemon) {
 		reaper_join(&s, reaper);
 		close(fd);

@@ -15,8 +15,6 @@
 
 /* Bytes in flight between the connection and the library. */
 #define STREAM_PIPE_SIZE (1u << 20)
-/* The apply's or diff's thread (server.c: THREAD_STACK says why). */
-#define STREAM_THREAD_STACK (8u << 20)
 /* What a diff must produce before its reply starts. */
 #define STREAM_HEAD_SIZE (64u << 10)
 /* The spool: what was sent is punched out in steps this big... */
@@ -143,12 +141,11 @@ static int stream_pipe(plugin_stream *st, strata_error *err)
 
 static int stream_run(plugin_stream *st, strata_error *err)
 {
-	/* The library's tree walks recurse per directory level: the stack of
-	 * a connection thread (server.c, THREAD_STACK), not RLIMIT_STACK's. */
+	/* The library's tree walks recurse: see PLUGIN_THREAD_STACK. */
 	pthread_attr_t attr;
 	int r = pthread_attr_init(&attr);
 	if (!r) {
-		r = pthread_attr_setstacksize(&attr, STREAM_THREAD_STACK);
+		r = pthread_attr_setstacksize(&attr, PLUGIN_THREAD_STACK);
 		if (!r)
 			r = pthread_create(&st->thread, &attr, st->apply ? apply_main : diff_main, st);
 		pthread_attr_destroy(&attr);
