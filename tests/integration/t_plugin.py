@@ -1790,7 +1790,7 @@ def s5_tests():
         s5.wait_ready()
         want_ok(call(SOCK5, "GraphDriver.Init", {"Home": H5, "Opts": []}))
 
-    @case("open-files soft limit: S5 (started with 1024) and S1 (started with the hard limit) run with 8192")
+    @case("open-files soft limit: S5 (started with 1024) and S1 (started with this script's) run with 8192")
     def _():
         # 8192, or the hard limit if lower: enough for the connection
         # limit, and deep trees run out of fds before the stack.
