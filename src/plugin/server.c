@@ -7,6 +7,13 @@
  * slow or stuck client holds only its own thread.  Idle connections are
  * dropped after CONNECTION_TIMEOUT seconds; Docker's client reconnects.
  *
+ * Clients that hold a connection without using it must not lock dockerd
+ * out (the connections section below): a connection that has not sent a
+ * whole request head yet is dropped after FIRST_REQUEST_TIMEOUT seconds
+ * without a byte, or FIRST_REQUEST_DEADLINE seconds after it was accepted
+ * whatever it sends; over CONNECTION_SOFT_CAP open connections, a new
+ * connection's call gets a 503 rather than a reset.
+ *
  * Every request body is taken in full before the reply, also after an
  * early error, so the client always reads a reply rather than a reset.
  * JSON bodies are capped at JSON_BODY_MAX; ApplyDiff's body, the tar, goes
@@ -19,6 +26,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -35,16 +44,46 @@
 #include "stream.h"
 
 #define JSON_BODY_MAX	    (64u << 10)
-#define CONNECTION_LIMIT    256
-#define CONNECTION_TIMEOUT  600 /* seconds without a byte, then closed */
 #define CONNECTION_MEMORY   (256u << 10)
 #define DIFF_BLOCK	    (64u << 10)
 #define CONTENT_TYPE_JSON   "application/vnd.docker.plugins.v1+json"
 #define APPLY_DIFF	    "GraphDriver.ApplyDiff"
 #define RETIRED_DRIVERS_MAX 64
 
+/* Seconds without a byte, then a connection is closed... */
+#define CONNECTION_TIMEOUT 600
+/* ...or, before its first request head is in, these; and this many
+ * seconds after it was accepted, whatever it sends. */
+#define FIRST_REQUEST_TIMEOUT  10
+#define FIRST_REQUEST_DEADLINE 30
+/* Over this many open connections, a new connection's call gets 503. */
+#define CONNECTION_SOFT_CAP 512
+/* MHD's own limit, well above: past it, clients wait in the listen backlog. */
+#define CONNECTION_HARD_CAP 4096
+#define LISTEN_BACKLOG	    128
+/* serve's open files soft limit (the hard limit if lower): enough for
+ * CONNECTION_HARD_CAP connections and their calls, and low enough that a
+ * deep tree runs out of fds (a clean EMFILE error) before the library's
+ * recursion runs out of PLUGIN_THREAD_STACK (stream.h). */
+#define OPEN_FILES_WANT 8192
+
+/* An open connection, from MHD's NOTIFY_STARTED to its NOTIFY_CLOSED. */
+typedef struct conn_slot {
+	struct conn_slot *prev, *next;
+	int fd;
+	struct timespec accepted;
+	bool served; /* its first request head came in */
+	bool cut;    /* the reaper shut it down */
+} conn_slot;
+
 struct plugin_server {
 	const plugin_config *cfg;
+	/* Open connections (guarded by conns_lock, never held with `lock`). */
+	pthread_mutex_t conns_lock;
+	pthread_cond_t conns_stop; /* the reaper's sleep; signalled to end it */
+	conn_slot *conns;
+	unsigned n_conns;
+	bool reaper_stop;
 	pthread_mutex_t lock; /* guards everything below */
 	pthread_cond_t idle;  /* signalled when `active` drops to 0 */
 	strata_driver *driver;
@@ -320,8 +359,139 @@ static enum MHD_Result reply_json_call(struct MHD_Connection *conn, request *r)
 	return queue_json(conn, r, MHD_HTTP_OK, c.reply);
 }
 
+/* `n` bytes of `s` for a message: printable ASCII as it is, '"' and '\\'
+ * escaped, anything else (a NUL above all) as \xNN.  Cut with "..." to fit. */
+static const char *escape_bytes(const char *s, size_t n, char *buf, size_t size)
+{
+	size_t o = 0;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		char one[8];
+		if (c == '"' || c == '\\')
+			snprintf(one, sizeof(one), "\\%c", c);
+		else if (c >= 0x20 && c < 0x7f)
+			snprintf(one, sizeof(one), "%c", c);
+		else
+			snprintf(one, sizeof(one), "\\x%02x", c);
+		size_t len = strlen(one);
+		if (o + len + 4 > size) {
+			snprintf(buf + o, size - o, "...");
+			return buf;
+		}
+		memcpy(buf + o, one, len + 1);
+		o += len;
+	}
+	if (o < size)
+		buf[o] = 0;
+	return buf;
+}
+
+/* How often the query names each of ApplyDiff's arguments, compared as
+ * MHD_lookup_connection_value_n compares keys (bytes, ignoring case). */
+typedef struct query_scan {
+	unsigned id, parent;
+	bool nul_key; /* a key holding a NUL byte: the first is `bad_key` */
+	char bad_key[160];
+} query_scan;
+
+static enum MHD_Result scan_query(void *cls, enum MHD_ValueKind kind, const char *key, size_t key_size,
+				  const char *value, size_t value_size)
+{
+	(void)kind;
+	(void)value;
+	(void)value_size;
+	query_scan *q = cls;
+	if (!key)
+		return MHD_YES;
+	if (strlen(key) != key_size) {
+		if (!q->nul_key)
+			escape_bytes(key, key_size, q->bad_key, sizeof(q->bad_key));
+		q->nul_key = true;
+	} else if (!strcasecmp(key, "id")) {
+		q->id++;
+	} else if (!strcasecmp(key, "parent")) {
+		q->parent++;
+	}
+	return MHD_YES;
+}
+
+/*
+ * ApplyDiff's `key` (id or parent) from the query: *ret NULL when absent.
+ * MHD decodes %00 into the value, so as a C string it would end there
+ * ("a%00../x" read as "a"): the value is taken with its size and refused
+ * when it holds a NUL byte.  Returns false after request_fail.
+ */
+static bool query_value(request *r, struct MHD_Connection *conn, const char *key, const char **ret)
+{
+	const char *v = NULL;
+	size_t n = 0;
+	*ret = NULL;
+	if (MHD_lookup_connection_value_n(conn, MHD_GET_ARGUMENT_KIND, key, strlen(key), &v, &n) != MHD_YES)
+		return true;
+	if (v && strlen(v) != n) {
+		char shown[600];
+		escape_bytes(v, n, shown, sizeof(shown));
+		char **logged = !strcmp(key, "id") ? &r->id : &r->parent;
+		free(*logged);
+		*logged = strdup(shown);
+		request_fail(r, MHD_HTTP_BAD_REQUEST, "%s: invalid %s \"%s\": a NUL byte at offset %zu", r->name, key,
+			     shown, strlen(v));
+		return false;
+	}
+	*ret = v; /* NULL for "?parent" without '=': as absent */
+	return true;
+}
+
+/* A present id must be valid; so must a parent that is not "" (none). */
+static bool query_id_valid(request *r, const char *key, const char *v)
+{
+	if (!v || (!*v && strcmp(key, "id")))
+		return true;
+	strata_error verr;
+	if (strata_id_validate(v, &verr) < 0) {
+		request_fail(r, MHD_HTTP_BAD_REQUEST, "%s: %s: %s", r->name, key, verr.message);
+		return false;
+	}
+	return true;
+}
+
+/* ApplyDiff: its id and parent, checked before the apply starts. */
+static void apply_start(request *r, struct MHD_Connection *conn)
+{
+	query_scan q = {0};
+	MHD_get_connection_values_n(conn, MHD_GET_ARGUMENT_KIND, scan_query, &q);
+	if (q.nul_key) {
+		request_fail(r, MHD_HTTP_BAD_REQUEST, "%s: the query key \"%s\" holds a NUL byte", r->name, q.bad_key);
+		return;
+	}
+	if (q.id > 1 || q.parent > 1) {
+		request_fail(r, MHD_HTTP_BAD_REQUEST,
+			     "%s: the query gives %s %u times (?id=ID&parent=PARENT, each once)", r->name,
+			     q.id > 1 ? "id" : "parent", q.id > 1 ? q.id : q.parent);
+		return;
+	}
+	const char *id, *parent;
+	if (!query_value(r, conn, "id", &id) || !query_value(r, conn, "parent", &parent))
+		return;
+	request_set_ids(r, id, parent);
+	if (!id) {
+		request_fail(r, MHD_HTTP_BAD_REQUEST, "%s: the query has no id (?id=ID&parent=PARENT)", r->name);
+		return;
+	}
+	if (!query_id_valid(r, "id", id) || !query_id_valid(r, "parent", parent))
+		return;
+	strata_driver *d = server_driver(r->server);
+	if (!d)
+		request_fail(r, MHD_HTTP_INTERNAL_SERVER_ERROR,
+			     "%s: the driver is not initialised (GraphDriver.Init has not been called)", r->name);
+	else if (stream_apply_start(d, id, parent, &r->stream, &r->err) < 0)
+		r->status = MHD_HTTP_INTERNAL_SERVER_ERROR; /* r->err says why */
+}
+
+/* over_cap: the open connections, when this connection's first call comes
+ * over the soft cap (connection_request); else 0. */
 static request *request_new(plugin_server *s, struct MHD_Connection *conn, const char *url, const char *http_method,
-			    const char *version)
+			    const char *version, unsigned over_cap)
 {
 	request *r = calloc(1, sizeof(*r));
 	if (!r)
@@ -334,6 +504,12 @@ static request *request_new(plugin_server *s, struct MHD_Connection *conn, const
 	pthread_mutex_unlock(&s->lock);
 	if (stopping) {
 		request_fail(r, MHD_HTTP_SERVICE_UNAVAILABLE, "%s: strata serve is shutting down", LOG_VALUE(r->name));
+		return r;
+	}
+	if (over_cap) {
+		request_fail(r, MHD_HTTP_SERVICE_UNAVAILABLE,
+			     "%s: strata serve is at its connection limit (%u connections open, %u allowed); try again",
+			     LOG_VALUE(r->name), over_cap, (unsigned)CONNECTION_SOFT_CAP);
 		return r;
 	}
 	/* HTTP/1.0 has no chunked encoding: a Diff that fails midway would end
@@ -350,19 +526,7 @@ static request *request_new(plugin_server *s, struct MHD_Connection *conn, const
 	}
 	if (!strcmp(r->name, APPLY_DIFF)) {
 		r->apply = true;
-		const char *id = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "id");
-		const char *parent = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "parent");
-		request_set_ids(r, id, parent);
-		strata_driver *d = server_driver(s);
-		if (!d)
-			request_fail(r, MHD_HTTP_INTERNAL_SERVER_ERROR,
-				     "%s: the driver is not initialised (GraphDriver.Init has not been called)",
-				     r->name);
-		else if (!id)
-			request_fail(r, MHD_HTTP_BAD_REQUEST, "%s: the query has no id (?id=ID&parent=PARENT)",
-				     r->name);
-		else if (stream_apply_start(d, id, parent, &r->stream, &r->err) < 0)
-			r->status = MHD_HTTP_INTERNAL_SERVER_ERROR; /* r->err says why */
+		apply_start(r, conn);
 		return r;
 	}
 	r->method = plugin_method_find(r->name);
@@ -402,6 +566,118 @@ static void request_body(request *r, const char *data, size_t len)
 	r->body_len += len;
 }
 
+/* ---- connections ----
+ *
+ * MHD calls on_connection(STARTED) in its listening thread, after accept
+ * and before it starts the connection's thread, and on_connection(CLOSED)
+ * in MHD_cleanup_connections, after that thread has been joined and before
+ * MHD closes the socket (libmicrohttpd 0.9.75 daemon.c:
+ * new_connection_process_ and MHD_cleanup_connections; the same in 1.0).
+ * The connection's thread itself only ever shuts its socket down.  So a
+ * slot's fd is that connection's open socket for as long as the slot is
+ * in the list, and the reaper, which shuts sockets down with conns_lock
+ * held, can never hit a descriptor that was closed and reused.
+ */
+
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+			  enum MHD_ConnectionNotificationCode code)
+{
+	plugin_server *s = cls;
+	if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+		/* A connection's thread reads its timeout at each turn of its
+		 * poll loop (thread_main_handle_connection), and it does not
+		 * run yet: setting it here is safe in thread-per-connection mode. */
+		MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT, (unsigned)FIRST_REQUEST_TIMEOUT);
+		const union MHD_ConnectionInfo *info = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+		conn_slot *slot = info ? calloc(1, sizeof(*slot)) : NULL;
+		*socket_context = slot;
+		if (!slot)
+			return; /* neither counted nor reaped; the timeout still holds */
+		slot->fd = info->connect_fd;
+		clock_gettime(CLOCK_MONOTONIC, &slot->accepted);
+		pthread_mutex_lock(&s->conns_lock);
+		slot->next = s->conns;
+		if (s->conns)
+			s->conns->prev = slot;
+		s->conns = slot;
+		s->n_conns++;
+		pthread_mutex_unlock(&s->conns_lock);
+		return;
+	}
+	conn_slot *slot = *socket_context;
+	if (!slot)
+		return;
+	pthread_mutex_lock(&s->conns_lock);
+	if (slot->prev)
+		slot->prev->next = slot->next;
+	else
+		s->conns = slot->next;
+	if (slot->next)
+		slot->next->prev = slot->prev;
+	s->n_conns--;
+	pthread_mutex_unlock(&s->conns_lock);
+	free(slot);
+	*socket_context = NULL;
+}
+
+/*
+ * A request head came in (the access handler's first call for it).  The
+ * connection's first one gives it back the keep-alive timeout, and is
+ * refused when too many connections are open: returns their number then,
+ * else 0.  Connections that were served before are not refused, so
+ * dockerd's kept-alive ones go on working through a flood.
+ */
+static unsigned connection_request(plugin_server *s, struct MHD_Connection *conn)
+{
+	const union MHD_ConnectionInfo *info = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	conn_slot *slot = info ? info->socket_context : NULL;
+	bool first = true;
+	unsigned over = 0;
+	if (slot) {
+		pthread_mutex_lock(&s->conns_lock);
+		first = !slot->served;
+		slot->served = true;
+		if (first && s->n_conns > CONNECTION_SOFT_CAP)
+			over = s->n_conns;
+		pthread_mutex_unlock(&s->conns_lock);
+	}
+	if (first)
+		MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT, (unsigned)CONNECTION_TIMEOUT);
+	return over;
+}
+
+/*
+ * The first-request deadline: MHD's timeout counts from the last byte, so
+ * a client sending one byte every few seconds would hold its connection
+ * (and a thread) for ever.  Once a second, connections accepted more than
+ * FIRST_REQUEST_DEADLINE seconds ago that still have not sent a whole
+ * request head are shut down; MHD then sees the end of the stream and
+ * closes them as usual.
+ */
+static void *reaper_main(void *p)
+{
+	plugin_server *s = p;
+	pthread_mutex_lock(&s->conns_lock);
+	while (!s->reaper_stop) {
+		struct timespec now;
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		for (conn_slot *c = s->conns; c; c = c->next) {
+			if (c->served || c->cut || now.tv_sec - c->accepted.tv_sec < FIRST_REQUEST_DEADLINE)
+				continue;
+			/* conns_lock is held: c->fd is still this connection's. */
+			(void)shutdown(c->fd, SHUT_RDWR);
+			c->cut = true;
+			plugin_log(PLUGIN_LOG_WARN,
+				   "msg=\"no complete request within %ds of connecting; connection closed\" fd=%d",
+				   FIRST_REQUEST_DEADLINE, c->fd);
+		}
+		struct timespec next = {.tv_sec = now.tv_sec + 1, .tv_nsec = now.tv_nsec};
+		pthread_cond_timedwait(&s->conns_stop, &s->conns_lock, &next);
+	}
+	pthread_mutex_unlock(&s->conns_lock);
+	return NULL;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
 				  const char *version, const char *upload_data, size_t *upload_data_size,
 				  void **con_cls)
@@ -409,7 +685,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	plugin_server *s = cls;
 	request *r = *con_cls;
 	if (!r) {
-		r = request_new(s, conn, url, method, version);
+		r = request_new(s, conn, url, method, version, connection_request(s, conn));
 		if (!r)
 			return MHD_NO;
 		*con_cls = r;
@@ -549,7 +825,7 @@ static int listen_on(const char *path, int *ret_fd, struct stat *ret_id, strata_
 		close(fd);
 		return socket_error(err, e, path, "bind");
 	}
-	if (lstat(path, &st) < 0 || listen(fd, 128) < 0) {
+	if (lstat(path, &st) < 0 || listen(fd, LISTEN_BACKLOG) < 0) {
 		e = errno;
 		close(fd);
 		unlink(path);
@@ -589,6 +865,15 @@ static void wait_idle(plugin_server *s, unsigned seconds)
 			   seconds, left);
 }
 
+static void reaper_join(plugin_server *s, pthread_t reaper)
+{
+	pthread_mutex_lock(&s->conns_lock);
+	s->reaper_stop = true;
+	pthread_cond_signal(&s->conns_stop);
+	pthread_mutex_unlock(&s->conns_lock);
+	pthread_join(reaper, NULL);
+}
+
 /* Reopens the store of the last Init, if any (state.h says why). */
 static void resume(plugin_server *s)
 {
@@ -615,6 +900,35 @@ static void resume(plugin_server *s)
 	free(home);
 }
 
+/* One fd per connection: the usual soft limit (1024) would keep
+ * CONNECTION_HARD_CAP out of reach, and MHD stops accepting at EMFILE.  A
+ * higher one (systemd units often set 1048576) would let a layer's depth,
+ * and so the library's recursion, go past PLUGIN_THREAD_STACK: OPEN_FILES_WANT. */
+static void set_nofile(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return;
+	rlim_t want = rl.rlim_max != RLIM_INFINITY && rl.rlim_max < OPEN_FILES_WANT ? rl.rlim_max : OPEN_FILES_WANT;
+	if (rl.rlim_cur != want) {
+		unsigned long long from = (unsigned long long)rl.rlim_cur;
+		rl.rlim_cur = want;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
+			plugin_log(PLUGIN_LOG_WARN, "msg=\"cannot set the open files limit\" from=%llu to=%llu err=%s",
+				   from, (unsigned long long)want, LOG_VALUE(strerror(errno)));
+			getrlimit(RLIMIT_NOFILE, &rl);
+		} else {
+			plugin_log(PLUGIN_LOG_DEBUG, "msg=\"set the open files limit\" from=%llu to=%llu", from,
+				   (unsigned long long)rl.rlim_cur);
+		}
+	}
+	if (rl.rlim_cur < CONNECTION_HARD_CAP + 256)
+		plugin_log(PLUGIN_LOG_WARN,
+			   "msg=\"the open files limit is below what the connection limit needs\" limit=%llu "
+			   "connections=%u",
+			   (unsigned long long)rl.rlim_cur, (unsigned)CONNECTION_HARD_CAP);
+}
+
 int plugin_serve(const plugin_config *cfg, strata_error *err)
 {
 	plugin_server s = {.cfg = cfg};
@@ -623,7 +937,10 @@ int plugin_serve(const plugin_config *cfg, strata_error *err)
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&s.idle, &ca);
+	pthread_mutex_init(&s.conns_lock, NULL);
+	pthread_cond_init(&s.conns_stop, &ca);
 	pthread_condattr_destroy(&ca);
+	set_nofile();
 
 	/* A client gone mid-reply must be an EPIPE, not the end of us. */
 	signal(SIGPIPE, SIG_IGN);
@@ -641,13 +958,22 @@ int plugin_serve(const plugin_config *cfg, strata_error *err)
 	if (r < 0)
 		return r;
 	resume(&s);
+	pthread_t reaper;
+	r = pthread_create(&reaper, NULL, reaper_main, &s);
+	if (r) {
+		close(fd);
+		unlink_socket(cfg->socket_path, &ours);
+		return socket_error(err, r, cfg->socket_path, "start the connection reaper thread");
+	}
 	struct MHD_Daemon *daemon = MHD_start_daemon(
 		MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG, 0, NULL,
 		NULL, on_request, &s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL, MHD_OPTION_LISTEN_SOCKET, fd,
-		MHD_OPTION_NOTIFY_COMPLETED, on_completed, &s, MHD_OPTION_CONNECTION_LIMIT, (unsigned)CONNECTION_LIMIT,
-		MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)CONNECTION_TIMEOUT, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-		(size_t)CONNECTION_MEMORY, MHD_OPTION_END);
+		MHD_OPTION_NOTIFY_COMPLETED, on_completed, &s, MHD_OPTION_NOTIFY_CONNECTION, on_connection, &s,
+		MHD_OPTION_CONNECTION_LIMIT, (unsigned)CONNECTION_HARD_CAP, MHD_OPTION_CONNECTION_TIMEOUT,
+		(unsigned)CONNECTION_TIMEOUT, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONNECTION_MEMORY,
+		MHD_OPTION_THREAD_STACK_SIZE, (size_t)PLUGIN_THREAD_STACK, MHD_OPTION_END);
 	if (!daemon) {
+		reaper_join(&s, reaper);
 		close(fd);
 		unlink_socket(cfg->socket_path, &ours);
 		return socket_error(err, EIO, cfg->socket_path, "start the HTTP server (libmicrohttpd) failed");
@@ -672,6 +998,7 @@ int plugin_serve(const plugin_config *cfg, strata_error *err)
 	/* Only now: MHD's threads may use the fd until they are gone. */
 	if (lfd >= 0)
 		close(lfd);
+	reaper_join(&s, reaper);
 
 	r = 0;
 	if (s.driver) {
@@ -690,6 +1017,8 @@ int plugin_serve(const plugin_config *cfg, strata_error *err)
 		strata_driver_free(s.retired[i]);
 	pthread_cond_destroy(&s.idle);
 	pthread_mutex_destroy(&s.lock);
+	pthread_cond_destroy(&s.conns_stop);
+	pthread_mutex_destroy(&s.conns_lock);
 	plugin_log(PLUGIN_LOG_INFO, "msg=stopped");
 	return r;
 }

@@ -1,10 +1,19 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Layer tars between an HTTP connection and the library, which reads and
- * writes tars on file descriptors: a pipe, and a thread on its far end
- * running strata_apply_diff (reading) or strata_diff (writing).  The pipe's
- * size bounds what is in flight, so a fast client waits for the disk and a
- * slow one holds back the export.
+ * writes tars on file descriptors, in a thread of their own.
+ *
+ * ApplyDiff: a pipe to strata_apply_diff.  Its size bounds what is in
+ * flight, so a fast client waits for the disk and a slow one for itself.
+ *
+ * Diff: strata_diff holds the layer's lock while it writes, so it must
+ * never wait on the client.  It writes into a spool, an unnamed temp file
+ * in the store root (O_TMPFILE), which the reply reads from its own offset
+ * as the file grows; what was sent is punched out, so the file only holds
+ * the backlog.  The lock goes when the tar is complete, whatever the
+ * client does; a client that disconnects makes the diff's next write fail.
+ * Without O_TMPFILE, a pipe as for ApplyDiff (a stalled client then stalls
+ * the diff).
  */
 #pragma once
 
@@ -12,6 +21,29 @@
 #include <sys/types.h>
 
 #include "strata.h"
+
+/*
+ * The stack of every thread that calls the library (MHD's connection
+ * threads, and the apply's and diff's here).  Its tree walks recurse once
+ * per directory level (Changes: about 0.8 KiB of stack per level, DiffSize
+ * less), holding one fd per level, and a container can make its layer as
+ * deep as it likes: with 1 MiB, `docker diff` of a 1500-deep directory
+ * overflowed the stack and killed the server; with 8 MiB it takes about
+ * 11000 levels, more than serve's open files limit (8192, server.c) lets a
+ * walk open.  AddressSanitizer makes frames several times bigger.  Stacks
+ * cost address space, not memory: only the pages a call touches are
+ * resident.  Explicit, so it does not follow RLIMIT_STACK.
+ */
+#if defined(__SANITIZE_ADDRESS__)
+#define PLUGIN_THREAD_STACK (32u << 20)
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define PLUGIN_THREAD_STACK (32u << 20)
+#endif
+#endif
+#ifndef PLUGIN_THREAD_STACK
+#define PLUGIN_THREAD_STACK (8u << 20)
+#endif
 
 typedef struct plugin_stream plugin_stream;
 
@@ -26,15 +58,15 @@ int stream_write(plugin_stream *st, const void *data, size_t len);
  * and *err as strata_apply_diff sets them. */
 int stream_apply_finish(plugin_stream *st, uint64_t *ret_size, strata_error *err);
 
-/* Starts a diff and waits for its first bytes.  Returns 1 when output has
- * begun (read it with stream_read), 0 when the diff ended without any (its
- * error in *err, or an empty tar), negative on failure to start. */
+/* Starts a diff and waits for its first 64 KiB, or its end.  Returns 1
+ * when output has begun (read it with stream_read), 0 when the diff ended
+ * without any, negative when it failed before (or could not start). */
 int stream_diff_start(strata_driver *d, const char *id, const char *parent, plugin_stream **ret, strata_error *err);
 /* Up to `max` bytes of the diff: >0 bytes, 0 at its successful end,
  * negative when it failed (message in *err). */
 ssize_t stream_read(plugin_stream *st, char *buf, size_t max, strata_error *err);
 
 /* Stops whatever still runs (an apply is cancelled, so a tar cut short
- * never becomes a layer; a diff gets EPIPE), waits for the thread and frees.
- * Accepts NULL; returns NULL. */
+ * never becomes a layer; a diff's next write fails with EPIPE), waits for
+ * the thread and frees.  Accepts NULL; returns NULL. */
 plugin_stream *stream_free(plugin_stream *st);

@@ -21,6 +21,15 @@ Four servers, each on a socket in a scratch dir under /var/tmp:
       SIGKILL and started on the same socket, it reopens the last Init's
       store (SOCKET.init); after Cleanup, or with a corrupt SOCKET.init,
       it waits for an Init.
+  S5  hardening, started with RLIMIT_NOFILE's soft limit at 1024 (it sets
+      8192): ids and parents with a NUL byte, or given twice, in
+      ApplyDiff's query and \u0000 in every JSON string field; a Diff whose
+      client stops reading (other calls on the layer go on, the tar is a
+      snapshot; memory and spool stay small) or goes away; a layer 3000
+      directories deep (thread stacks); idle connections beyond the old
+      limit of 256, the first-request timeout, the soft connection cap
+      (503, not a reset), a client dribbling its headers cut off by the
+      first-request deadline.
 
     STRATA_BIN=build/strata python3 tests/integration/t_plugin.py
     STRATA_IT_LOGDIR=DIR   keep a copy of each server's stderr in DIR
@@ -37,6 +46,8 @@ import io
 import json
 import os
 import re
+import resource
+import select
 import shutil
 import signal
 import socket
@@ -63,6 +74,8 @@ SOCK2 = os.path.join(TMP, "s2.sock")
 SOCK3 = os.path.join(TMP, "s3.sock")
 H4 = os.path.join(TMP, "home4")
 SOCK4 = os.path.join(TMP, "s4.sock")
+H5 = os.path.join(TMP, "home5")
+SOCK5 = os.path.join(TMP, "s5.sock")
 OUTSIDE = os.path.join(TMP, "outside")  # where hostile entries aim
 
 # ---------------------------------------------------------------- TAP
@@ -164,14 +177,15 @@ SERVERS = []
 
 
 class Server:
-    def __init__(self, name, sock, args=()):
+    def __init__(self, name, sock, args=(), preexec_fn=None):
         self.name = name
         self.sock = sock
         self.log_path = os.path.join(TMP, f"{name}.log")
         self.out_path = os.path.join(TMP, f"{name}.out")
         self.argv = [STRATA, "serve", "--socket", sock, *args]
         with open(self.log_path, "wb") as err, open(self.out_path, "wb") as out:
-            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                         preexec_fn=preexec_fn)
         SERVERS.append(self)
 
     def log(self):
@@ -1569,6 +1583,8 @@ def main():
         expect(os.path.isfile(SOCK4 + ".init"), "SOCKET.init removed by a SIGTERM")
         expect(not mounts_under(H4), f"mounted: {mounts_under(H4)}")
 
+    s5_tests()
+
     # ---------------------------------------------------- S1: SIGTERM
     inflight = {}
 
@@ -1647,10 +1663,543 @@ def main():
         expect(staging(H1) == [], f"staging debris: {staging(H1)}")
 
 
+# ================================================================ S5: hardening
+
+S5_STOP = threading.Event()  # tells the S5 background client to give up
+
+
+def server_fds(srv):
+    """(target of each fd) of a server process."""
+    d = f"/proc/{srv.proc.pid}/fd"
+    out = []
+    for n in os.listdir(d):
+        try:
+            out.append((int(n), os.readlink(os.path.join(d, n))))
+        except OSError:
+            pass
+    return out
+
+
+def server_sockets(srv):
+    return sum(1 for _, t in server_fds(srv) if t.startswith("socket:"))
+
+
+def spool_fds(srv, home):
+    """The server's unnamed temp files (O_TMPFILE) in the store root."""
+    return [n for n, t in server_fds(srv) if t.startswith(home + "/#")]
+
+
+def rss_kib(srv):
+    with open(f"/proc/{srv.proc.pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise Fail("no VmRSS in /proc/PID/status")
+
+
+def nofile_limits(srv):
+    with open(f"/proc/{srv.proc.pid}/limits") as f:
+        for line in f:
+            if line.startswith("Max open files"):
+                soft, hard = line.split()[3:5]
+                return int(soft), int(hard)
+    raise Fail("no 'Max open files' in /proc/PID/limits")
+
+
+def open_idle(sock, n):
+    """n connections that send nothing."""
+    out = []
+    try:
+        for _ in range(n):
+            out.append(unix_connect(sock, 15))
+    except BaseException:
+        close_all(out)
+        raise
+    return out
+
+
+def close_all(socks):
+    for s in socks:
+        try:
+            s.close()
+        except OSError:
+            pass
+
+
+def wait_server_sockets(srv, n, timeout):
+    """Waits until the server holds at least n sockets; returns how many it holds."""
+    end = time.monotonic() + timeout
+    while True:
+        have = server_sockets(srv)
+        if have >= n or time.monotonic() >= end:
+            return have
+        time.sleep(0.05)
+
+
+def wait_server_settled(srv, most, timeout):
+    """Waits until the server holds at most `most` sockets: a connection it
+    has closed keeps its fd until MHD's cleanup gets to it."""
+    end = time.monotonic() + timeout
+    while server_sockets(srv) > most and time.monotonic() < end:
+        time.sleep(0.05)
+    return server_sockets(srv)
+
+
+def wait_closed_by_peer(socks, timeout):
+    """Waits until the server has closed each socket (EOF or reset); returns
+    the ones still open after timeout."""
+    left = {s.fileno(): s for s in socks}
+    end = time.monotonic() + timeout
+    p = select.poll()
+    for fd in left:
+        p.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+    while left and time.monotonic() < end:
+        for fd, _ in p.poll(max(0, int((end - time.monotonic()) * 1000))):
+            s = left.get(fd)
+            if s is None:
+                continue
+            try:
+                s.setblocking(False)
+                data = s.recv(4096)
+            except BlockingIOError:
+                continue
+            except OSError:
+                data = b""
+            if data:
+                continue  # a reply to nothing? keep waiting for the close
+            p.unregister(fd)
+            del left[fd]
+    return list(left.values())
+
+
+def s5_tests():
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    low = min(hard, 1024)
+
+    def low_nofile():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard))
+
+    s5 = Server("s5", SOCK5, preexec_fn=low_nofile)
+    # This script holds up to ~850 connections itself.
+    mine = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if mine[0] < min(mine[1], 4096):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(mine[1], 4096), mine[1]))
+
+    @case("S5 (started with RLIMIT_NOFILE soft 1024) starts, Init -> 200")
+    def _():
+        s5.wait_ready()
+        want_ok(call(SOCK5, "GraphDriver.Init", {"Home": H5, "Opts": []}))
+
+    @case("open-files soft limit: S5 (started with 1024) and S1 (started with this script's) run with 8192")
+    def _():
+        # 8192, or the hard limit if lower: enough for the connection
+        # limit, and deep trees run out of fds before the stack.
+        soft, hard5 = nofile_limits(s5)
+        expect(low < hard, f"fixture: the hard limit ({hard}) is not above {low}")
+        expect_eq(soft, min(hard5, 8192), "S5 soft limit (hard: %d)" % hard5)
+        s1 = next(s for s in SERVERS if s.name == "s1")
+        expect(s1.proc.poll() is None, "fixture: S1 is not running")
+        soft, hard1 = nofile_limits(s1)
+        expect_eq(soft, min(hard1, 8192), "S1 soft limit (hard: %d)" % hard1)
+
+    # ---------------------------------------------------- NUL bytes and repeats in ids
+    def no_evil():
+        found = []
+        for root in (TMP, "/var/tmp"):
+            for dirpath, dirnames, filenames in os.walk(root):
+                found += [os.path.join(dirpath, n) for n in dirnames + filenames if "evil" in n]
+                if root == "/var/tmp" and dirpath == root:
+                    dirnames[:] = []  # only its top level (other tests' scratch dirs live there)
+        expect(not found, "something named evil exists:", *found[:10])
+
+    evil_tar = mktar([F("evil", b"evil\n"), D("d"), F("d/evil2", b"x")])
+
+    @case("S5 fixtures: empty layers a, b, p, and c on p")
+    def _():
+        for lid in ("a", "b", "p"):
+            create(SOCK5, lid)
+        create(SOCK5, "c", "p")
+
+    @case("ApplyDiff?id=a%00../../evil -> 400 naming ApplyDiff and the id with its NUL; a stays empty")
+    def _():
+        r = request(SOCK5, "/GraphDriver.ApplyDiff?id=a%00../../evil&parent=", evil_tar)
+        err = want_err(r, 400, ["GraphDriver.ApplyDiff", "a\\x00../../evil", "NUL"])
+        expect_layer_empty(H5, "a")
+        no_evil()
+        print(f"# Err: {err}")
+
+    @case("ApplyDiff?id=a%00 (NUL at the end, no parent=) -> 400; a stays empty")
+    def _():
+        want_err(request(SOCK5, "/GraphDriver.ApplyDiff?id=a%00", evil_tar), 400, ["a\\x00"])
+        expect_layer_empty(H5, "a")
+
+    @case("ApplyDiff?id=c&parent=p%00../../evil -> 400 naming the parent; c stays empty, nothing named evil")
+    def _():
+        r = request(SOCK5, "/GraphDriver.ApplyDiff?id=c&parent=p%00../../evil", evil_tar)
+        want_err(r, 400, ["GraphDriver.ApplyDiff", "parent", "p\\x00../../evil"])
+        expect_layer_empty(H5, "c")
+        no_evil()
+
+    for q in ["id=a&id=b", "id=a&ID=b", "id=b&parent=&id=a"]:
+        @case(f"ApplyDiff?{q} (id given twice) -> 400; a and b stay empty")
+        def _():
+            want_err(request(SOCK5, "/GraphDriver.ApplyDiff?" + q, evil_tar), 400, ["GraphDriver.ApplyDiff", "id"])
+            expect_layer_empty(H5, "a")
+            expect_layer_empty(H5, "b")
+
+    @case("ApplyDiff?id=c&parent=p&parent=p (parent given twice) -> 400; c stays empty")
+    def _():
+        want_err(request(SOCK5, "/GraphDriver.ApplyDiff?id=c&parent=p&parent=p", evil_tar), 400, ["parent"])
+        expect_layer_empty(H5, "c")
+
+    @case("ApplyDiff?id%00x=b&id=a (a NUL in a query key) -> 400; a stays empty")
+    def _():
+        want_err(request(SOCK5, "/GraphDriver.ApplyDiff?id%00x=b&id=a", evil_tar), 400, ["NUL"])
+        expect_layer_empty(H5, "a")
+
+    @case("ApplyDiff?id=../x and ?id=a&parent=-p -> 400 naming ApplyDiff and the id (checked before the apply)")
+    def _():
+        want_err(request(SOCK5, "/GraphDriver.ApplyDiff?id=../x", evil_tar), 400, ["GraphDriver.ApplyDiff", "../x"])
+        want_err(request(SOCK5, "/GraphDriver.ApplyDiff?id=a&parent=-p", evil_tar), 400,
+                 ["GraphDriver.ApplyDiff", "-p"])
+        expect_layer_empty(H5, "a")
+
+    @case("... and a takes a good ApplyDiff afterwards")
+    def _():
+        want_ok(request(SOCK5, "/GraphDriver.ApplyDiff?id=a&parent=", mktar([F("good", b"1")])), "Size")
+        expect_eq(listing(os.path.join(H5, "diff", "a")), ["good"], "diff/a")
+
+    nul = "x\u0000../../evil"
+    json_nul = [
+        ("Init", {"Home": H5 + "evil\u0000"}),
+        ("Init", {"Home": H5, "Opts": ["mountapi=auto\u0000../evil"]}),
+        ("Create", {"ID": "c" + nul}),
+        ("Create", {"ID": "cn", "Parent": "a" + nul}),
+        ("Create", {"ID": "cn", "StorageOpt": {"size\u0000evil": "1"}}),
+        ("Create", {"ID": "cn", "StorageOpt": {"size": "1\u0000evil"}}),
+        ("Create", {"ID": "cn", "MountLabel": "l\u0000evil"}),
+        ("CreateReadWrite", {"ID": "c" + nul, "Parent": "p"}),
+        ("CreateReadWrite", {"ID": "cn", "Parent": "p" + nul}),
+        ("Remove", {"ID": "a" + nul}),
+        ("Exists", {"ID": "a" + nul}),
+        ("Get", {"ID": "a" + nul}),
+        ("Get", {"ID": "a", "MountLabel": "system_u\u0000evil"}),
+        ("Put", {"ID": "a" + nul}),
+        ("GetMetadata", {"ID": "a" + nul}),
+        ("Changes", {"ID": "a" + nul}),
+        ("Changes", {"ID": "c", "Parent": "p" + nul}),
+        ("DiffSize", {"ID": "a" + nul}),
+        ("DiffSize", {"ID": "c", "Parent": "p" + nul}),
+        ("Diff", {"ID": "a" + nul}),
+        ("Diff", {"ID": "c", "Parent": "p" + nul}),
+    ]
+    for meth, body in json_nul:
+        field = next(k for k, v in body.items() if "\\u0000" in json.dumps(v))
+
+        @case(f"{meth} with \\u0000 in {field} -> 400 (a JSON string holding a NUL is refused)")
+        def _():
+            raw = json.dumps(body).encode()
+            expect(b"\\u0000" in raw, "fixture: no \\u0000 in the body")
+            want_err(call(SOCK5, "GraphDriver." + meth, raw=raw), 400)
+
+    @case("... those calls changed nothing: same store, same layers, no cn, nothing named evil")
+    def _():
+        st = dict(want_ok(call(SOCK5, "GraphDriver.Status"), "Status")["Status"])
+        expect_eq(st.get("Root Dir"), H5, "Root Dir")
+        expect_eq(listing(os.path.join(H5, "layers")), ["a", "b", "c", "p"], "layers")
+        expect_eq(listing(os.path.join(H5, "diff", "a")), ["good"], "diff/a")
+        expect_eq(refcount(SOCK5, "a"), "0", "RefCount of a")
+        no_evil()
+
+    # ---------------------------------------------------- a Diff whose client stops reading
+    big = os.urandom(16 << 20)
+    diff_body = json.dumps({"ID": "stall", "Parent": "sbase"}).encode()
+    st5 = {}
+
+    @case("Diff stall (16 MiB, on sbase) by a client that reads to the end -> 200, the reference tar")
+    def _():
+        create(SOCK5, "sbase")
+        want_ok(apply(SOCK5, "sbase", mktar([F("base.txt", b"base\n")])), "Size")
+        create(SOCK5, "stall", "sbase")
+        want_ok(apply(SOCK5, "stall", mktar([D("data"), F("data/big.bin", big), F("z.txt", b"z\n")]), "sbase"),
+                "Size")
+        r = request(SOCK5, "/GraphDriver.Diff", diff_body, timeout=60)
+        expect_eq(r.status, 200, "status")
+        expect(tar_file(r.body, "data/big.bin") == big, "data/big.bin differs")
+        st5["ref"] = r.body
+
+    @case("Diff stall by a client that reads nothing: Get and Put of stall answer within 5s")
+    def _():
+        s = raw_connect(SOCK5, 60)
+        st5["sock"] = s
+        s.sendall(b"POST /GraphDriver.Diff HTTP/1.1\r\nHost: x\r\nAccept: " + CT.encode() +
+                  b"\r\nContent-Length: %d\r\n\r\n" % len(diff_body) + diff_body)
+        time.sleep(1.0)  # the server fills the socket and whatever is behind it
+        d = want_ok(call(SOCK5, "GraphDriver.Get", {"ID": "stall", "MountLabel": ""}, timeout=5), "Dir")["Dir"]
+        expect(overlay_at(d), "stall not mounted at " + d)
+        want_ok(call(SOCK5, "GraphDriver.Put", {"ID": "stall"}, timeout=5))
+        expect(not overlay_at(d), "stall still mounted after the Put")
+
+    @case("... DiffSize of stall answers within 5s with the file bytes")
+    def _():
+        j = want_ok(call(SOCK5, "GraphDriver.DiffSize", {"ID": "stall", "Parent": "sbase"}, timeout=5), "Size")
+        expect_eq(j["Size"], len(big) + 2, "Size")
+
+    @case("... Remove of stall answers within 5s (200) and the layer is gone")
+    def _():
+        want_ok(call(SOCK5, "GraphDriver.Remove", {"ID": "stall"}, timeout=5))
+        j = want_ok(call(SOCK5, "GraphDriver.Exists", {"ID": "stall"}, timeout=5), "Exists")
+        expect_eq(j["Exists"], False, "Exists")
+
+    @case("... the stalled client then reads a complete tar, byte for byte the reference (a snapshot)")
+    def _():
+        s = st5.pop("sock", None)
+        expect(s is not None, "no stalled client")
+        try:
+            s.settimeout(60)
+            r = raw_response(s)
+        finally:
+            s.close()
+        expect_eq(r.status, 200, "status")
+        expect("ref" in st5, "no reference tar")
+        expect(r.body == st5["ref"], f"the tars differ: {len(r.body)} bytes, reference {len(st5['ref'])}")
+        expect_eq(sorted(tar_members(r.body)), ["data", "data/big.bin", "z.txt"], "entries")
+
+    huge_body = json.dumps({"ID": "huge", "Parent": ""}).encode()
+
+    @case("S5 fixture: layer huge holds 48 MiB")
+    def _():
+        create(SOCK5, "huge")
+        want_ok(apply(SOCK5, "huge", mktar([F("huge.bin", os.urandom(48 << 20))]), chunked=False), "Size")
+
+    def start_diff(body):
+        s = raw_connect(SOCK5, 60)
+        s.sendall(b"POST /GraphDriver.Diff HTTP/1.1\r\nHost: x\r\nAccept: " + CT.encode() +
+                  b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        return s
+
+    @case("a client reading a 48 MiB Diff slowly: server RSS grows < 16 MiB; what was sent is punched out of the spool")
+    def _():
+        time.sleep(0.5)
+        rss0 = rss_kib(s5)
+        s = start_diff(huge_body)
+        try:
+            s.settimeout(30)
+            resp = http.client.HTTPResponse(s, method="POST")
+            resp.begin()
+            expect_eq(resp.status, 200, "status")
+            got, peak, spool = 0, rss0, None
+            t0 = time.monotonic()
+            while True:
+                b = resp.read(256 << 10)
+                if not b:
+                    break
+                got += len(b)
+                time.sleep(0.01)
+                peak = max(peak, rss_kib(s5))
+                if spool is None and got > (36 << 20):
+                    fds = spool_fds(s5, H5)
+                    expect(fds, "no spool file (O_TMPFILE in the store root) is open in the server")
+                    stt = os.stat(f"/proc/{s5.proc.pid}/fd/{fds[0]}")
+                    spool = (stt.st_size, stt.st_blocks * 512, got)
+                expect(time.monotonic() - t0 < 120, "reading took over 120s")
+        finally:
+            s.close()
+        expect(got > (48 << 20), f"read only {got} bytes")
+        print(f"# RSS {rss0} KiB -> peak {peak} KiB; spool (size, allocated, read) = {spool}")
+        expect(peak - rss0 < 16 << 10, f"RSS grew by {(peak - rss0) >> 10} MiB")
+        expect(spool is not None, "the spool was not seen")
+        size, alloc, read = spool
+        expect(alloc <= size - read + (12 << 20),
+               f"spool holds {alloc >> 20} MiB of {size >> 20} MiB after {read >> 20} MiB were read")
+
+    @case("a client that disconnects mid-Diff: within 10s the server holds no spool, huge answers Get/Put at once")
+    def _():
+        s = start_diff(huge_body)
+        try:
+            s.settimeout(30)
+            got = 0
+            while got < (1 << 20):
+                b = s.recv(65536)
+                expect(b, "the Diff ended early")
+                got += len(b)
+        finally:
+            s.close()
+        end = time.monotonic() + 10
+        while spool_fds(s5, H5) and time.monotonic() < end:
+            time.sleep(0.1)
+        expect(not spool_fds(s5, H5), f"spool files still open: {spool_fds(s5, H5)}")
+        want_ok(call(SOCK5, "GraphDriver.Get", {"ID": "huge", "MountLabel": ""}, timeout=5), "Dir")
+        want_ok(call(SOCK5, "GraphDriver.Put", {"ID": "huge"}, timeout=5))
+        line = s5.wait_log(r"method=GraphDriver\.Diff\b.*\bid=huge\b.*level=warn|level=warn\b.*method=GraphDriver\.Diff\b.*\bid=huge\b",
+                           timeout=5)
+        expect(line, "no warn line for the cut Diff", *s5.log_tail())
+
+    # ---------------------------------------------------- a deep tree
+    @case("a layer 3000 directories deep: DiffSize, Changes and Diff answer 200, the server lives (thread stacks)")
+    def _():
+        # The library walks trees recursively: a small thread stack (1 MiB)
+        # overflowed at about 1500 levels and killed the server.
+        create(SOCK5, "deep", "p")
+        top = os.path.join(H5, "diff", "deep")
+        try:
+            fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+            for _ in range(3000):
+                os.mkdir("d", dir_fd=fd)
+                nfd = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+                os.close(fd)
+                fd = nfd
+            os.close(fd)
+            j = want_ok(call(SOCK5, "GraphDriver.DiffSize", {"ID": "deep", "Parent": "p"}, timeout=60), "Size")
+            expect_eq(j["Size"], 0, "Size")
+            j = want_ok(call(SOCK5, "GraphDriver.Changes", {"ID": "deep", "Parent": "p"}, timeout=60), "Changes")
+            expect_eq(len(j["Changes"]), 3000, "changes")
+            r = request(SOCK5, "/GraphDriver.Diff", json.dumps({"ID": "deep", "Parent": "p"}).encode(), timeout=60)
+            expect_eq(r.status, 200, "Diff status")
+            expect_eq(len(tar_members(r.body)), 3000, "Diff entries")
+            expect(s5.proc.poll() is None, f"the server died: exit {s5.proc.returncode}", *s5.log_tail())
+            want_ok(call(SOCK5, "GraphDriver.Remove", {"ID": "deep"}, timeout=60))
+        finally:
+            # shutil.rmtree recurses too: leave no tree it cannot remove.
+            if os.path.isdir(top):
+                subprocess.run(["rm", "-rf", "--one-file-system", top], timeout=60)
+
+    # ---------------------------------------------------- idle and slow clients
+    dribble = {}
+
+    def dribbler():
+        msg = b"POST /Plugin.Activate HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 200
+        try:
+            s = unix_connect(SOCK5, 15)
+        except OSError as e:
+            dribble["error"] = repr(e)
+            return
+        t0 = time.monotonic()
+        dribble["t0"] = t0
+        try:
+            for i in range(len(msg)):
+                if S5_STOP.is_set() or time.monotonic() - t0 > 60:
+                    break
+                try:
+                    s.send(msg[i:i + 1])
+                except OSError:
+                    dribble["cut"] = time.monotonic() - t0
+                    return
+                r, _, _ = select.select([s], [], [], 2.0)
+                if r:
+                    try:
+                        data = s.recv(4096)
+                    except OSError:
+                        data = b""
+                    if not data:
+                        dribble["cut"] = time.monotonic() - t0
+                        return
+                    dribble["reply"] = data[:200]
+                    return
+        finally:
+            s.close()
+
+    dt = threading.Thread(target=dribbler, daemon=True)
+    dt.start()
+    ka = UnixConn(SOCK5)
+    idle = []
+
+    @case("300 idle connections (over the old limit of 256) are all accepted")
+    def _():
+        want_ok(request(SOCK5, "/Plugin.Activate", b"", conn=ka), "Implements")
+        base = wait_server_settled(s5, 16, 15)
+        expect(base <= 16, f"fixture: the server holds {base} sockets")
+        idle.extend(open_idle(SOCK5, 300))
+        st5["idle_t0"] = time.monotonic()
+        have = wait_server_sockets(s5, base + 300, 10)
+        expect(have >= base + 300, f"the server holds {have - base} of the 300 connections")
+
+    @case("... while they sit, a new client's Activate, Exists, Get and Put each answer within 5s")
+    def _():
+        for m, body, keys in [("Plugin.Activate", None, ["Implements"]),
+                              ("GraphDriver.Exists", {"ID": "a"}, ["Exists"]),
+                              ("GraphDriver.Get", {"ID": "c", "MountLabel": ""}, ["Dir"]),
+                              ("GraphDriver.Put", {"ID": "c"}, [])]:
+            r = call(SOCK5, m, body, timeout=5)
+            want_ok(r, *keys)
+            expect(r.elapsed < 5, f"{m} took {r.elapsed:.1f}s")
+
+    @case("... the server closes every idle one within 25s of its connect (first-request timeout)")
+    def _():
+        left = wait_closed_by_peer(idle, max(0.1, 25 - (time.monotonic() - st5.get("idle_t0", 0))))
+        took = time.monotonic() - st5.get("idle_t0", 0)
+        print(f"# ({300 - len(left)} closed by the server, the last {took:.1f}s after the connects)")
+        expect(not left, f"{len(left)} of 300 idle connections still open after 25s")
+        close_all(idle)
+        idle.clear()
+
+    @case("... a keep-alive connection that made a call outlives that timeout and is still served")
+    def _():
+        expect(time.monotonic() - st5.get("idle_t0", 0) > 10, "fixture: less than 10s have passed")
+        sock0 = ka.sock
+        j = want_ok(call(SOCK5, "GraphDriver.Exists", {"ID": "a"}, conn=ka, timeout=5), "Exists")
+        expect_eq(j["Exists"], True, "Exists")
+        expect(sock0 is not None and ka.sock is sock0, "the keep-alive connection was replaced")
+
+    @case("520 idle connections (over the soft cap of 512): a new client gets 503, JSON Err, Connection: close")
+    def _():
+        base = wait_server_settled(s5, 16, 15)
+        expect(base <= 16, f"fixture: the server still holds {base} sockets")
+        idle.extend(open_idle(SOCK5, 520))
+        st5["cap_t0"] = time.monotonic()
+        have = wait_server_sockets(s5, base + 520, 10)
+        expect(have >= base + 520, f"the server holds {have - base} of the 520 connections")
+        r = call(SOCK5, "Plugin.Activate", timeout=5)
+        want_err(r, 503, ["connection limit"])
+        expect_eq(r.headers.get("connection", "").lower(), "close", "Connection header")
+
+    @case("... a connection that made a call before is still served over the cap")
+    def _():
+        j = want_ok(call(SOCK5, "GraphDriver.Exists", {"ID": "b"}, conn=ka, timeout=5), "Exists")
+        expect_eq(j["Exists"], True, "Exists")
+
+    @case("... once the server has closed the idle ones, new clients are served again")
+    def _():
+        left = wait_closed_by_peer(idle, max(0.1, 25 - (time.monotonic() - st5.get("cap_t0", 0))))
+        expect(not left, f"{len(left)} of 520 idle connections still open after 25s")
+        close_all(idle)
+        idle.clear()
+        # The server counts a connection until MHD's cleanup has closed it.
+        end = time.monotonic() + 15
+        while True:
+            r = call(SOCK5, "Plugin.Activate", timeout=5)
+            if r.status == 200 or time.monotonic() > end:
+                break
+            time.sleep(0.2)
+        want_ok(r, "Implements")
+
+    @case("a client dribbling its request headers (a byte every 2s) is cut off 30s after connecting")
+    def _():
+        dt.join(70)
+        expect(not dt.is_alive(), "the dribbling client still runs after 70s")
+        expect("error" not in dribble, f"could not connect: {dribble.get('error')}")
+        expect("reply" not in dribble, f"the server replied: {dribble.get('reply')!r}")
+        expect("cut" in dribble, "the server did not cut the connection within 60s")
+        print(f"# (cut {dribble['cut']:.1f}s after connecting)")
+        expect(20 <= dribble["cut"] <= 45, f"cut after {dribble['cut']:.1f}s, expected about 30s")
+        expect(s5.wait_log(r"level=warn\b.*no complete request"), "no warn line for the cut", *s5.log_tail())
+
+    ka.close()
+    close_all(idle)
+
+    @case("S5 SIGTERM -> exits 0 within 10s, no mounts under its Home, no spool left")
+    def _():
+        rc = s5.signal_and_wait(signal.SIGTERM, 10)
+        expect_eq(rc, 0, "exit code")
+        expect(not mounts_under(H5), f"mounted: {mounts_under(H5)}")
+        expect(not [n for n in listing(H5) if n.startswith("#") or n.startswith(".tmp")], f"debris: {listing(H5)}")
+
+
 # ---------------------------------------------------------------- cleanup
 
 
 def cleanup():
+    S5_STOP.set()
     for s in SERVERS:
         try:
             s.stop()
@@ -1661,7 +2210,7 @@ def cleanup():
         os.makedirs(keep, exist_ok=True)
         for s in SERVERS:
             shutil.copy(s.log_path, os.path.join(keep, os.path.basename(s.log_path)))
-    for home in (H1, H2, H4):
+    for home in (H1, H2, H4, H5):
         if os.path.isdir(os.path.join(home, "mnt")):
             try:
                 subprocess.run([STRATA, "--root", home, "cleanup"], stdout=subprocess.DEVNULL,
