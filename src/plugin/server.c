@@ -61,10 +61,8 @@
 /* MHD's own limit, well above: past it, clients wait in the listen backlog. */
 #define CONNECTION_HARD_CAP 4096
 #define LISTEN_BACKLOG	    128
-/* serve's open files soft limit (the hard limit if lower): enough for
- * CONNECTION_HARD_CAP connections and their calls, and low enough that a
- * deep tree runs out of fds (a clean EMFILE error) before the library's
- * recursion runs out of PLUGIN_THREAD_STACK (stream.h). */
+/* serve's open files soft limit at least (the hard limit if lower): enough
+ * for CONNECTION_HARD_CAP connections and their calls. */
 #define OPEN_FILES_WANT 8192
 
 /* An open connection, from MHD's NOTIFY_STARTED to its NOTIFY_CLOSED. */
@@ -902,15 +900,14 @@ static void resume(plugin_server *s)
 
 /* One fd per connection: the usual soft limit (1024) would keep
  * CONNECTION_HARD_CAP out of reach, and MHD stops accepting at EMFILE.  A
- * higher one (systemd units often set 1048576) would let a layer's depth,
- * and so the library's recursion, go past PLUGIN_THREAD_STACK: OPEN_FILES_WANT. */
+ * higher limit (systemd units often set 1048576) is kept. */
 static void set_nofile(void)
 {
 	struct rlimit rl;
 	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
 		return;
 	rlim_t want = rl.rlim_max != RLIM_INFINITY && rl.rlim_max < OPEN_FILES_WANT ? rl.rlim_max : OPEN_FILES_WANT;
-	if (rl.rlim_cur != want) {
+	if (rl.rlim_cur < want) {
 		unsigned long long from = (unsigned long long)rl.rlim_cur;
 		rl.rlim_cur = want;
 		if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {

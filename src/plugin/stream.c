@@ -141,7 +141,7 @@ static int stream_pipe(plugin_stream *st, strata_error *err)
 
 static int stream_run(plugin_stream *st, strata_error *err)
 {
-	/* The library's tree walks recurse: see PLUGIN_THREAD_STACK. */
+	/* See PLUGIN_THREAD_STACK. */
 	pthread_attr_t attr;
 	int r = pthread_attr_init(&attr);
 	if (!r) {

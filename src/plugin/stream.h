@@ -24,26 +24,13 @@
 
 /*
  * The stack of every thread that calls the library (MHD's connection
- * threads, and the apply's and diff's here).  Its tree walks recurse once
- * per directory level (Changes: about 0.8 KiB of stack per level, DiffSize
- * less), holding one fd per level, and a container can make its layer as
- * deep as it likes: with 1 MiB, `docker diff` of a 1500-deep directory
- * overflowed the stack and killed the server; with 8 MiB it takes about
- * 11000 levels, more than serve's open files limit (8192, server.c) lets a
- * walk open.  AddressSanitizer makes frames several times bigger.  Stacks
- * cost address space, not memory: only the pages a call touches are
- * resident.  Explicit, so it does not follow RLIMIT_STACK.
+ * threads, and the apply's and diff's here).  The library's tree walks are
+ * iterative (a container may make its layer 100,000 directories deep) and
+ * keep at most a few dozen fds open, so a call needs no more stack however
+ * deep the tree.  Explicit, so it does not follow RLIMIT_STACK; stacks cost
+ * address space, not memory: only the pages a call touches are resident.
  */
-#if defined(__SANITIZE_ADDRESS__)
-#define PLUGIN_THREAD_STACK (32u << 20)
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define PLUGIN_THREAD_STACK (32u << 20)
-#endif
-#endif
-#ifndef PLUGIN_THREAD_STACK
 #define PLUGIN_THREAD_STACK (8u << 20)
-#endif
 
 typedef struct plugin_stream plugin_stream;
 

@@ -174,6 +174,7 @@ def refcount(layer):
 def cases(title, argv, marker, before, after):
     """Runs argv killed at each kill point: before() sets the state up,
     after(rc) checks it once init and check ran and returns problems."""
+    t0 = time.monotonic()
     before()
     points = kill_points(argv, marker)
     if not points:
@@ -189,6 +190,7 @@ def cases(title, argv, marker, before, after):
             except Exception as e:  # a check that could not run is a failure
                 bad = [f"{type(e).__name__}: {e}"]
         tap(not bad, f"{title}: killed before {name} #{k}", *bad)
+    print(f"# {title}: {len(points)} kill points in {time.monotonic() - t0:.1f} s")
     return len(points)
 
 
@@ -390,6 +392,23 @@ def stop(p):
             p.wait()
 
 
+def wait_attached(pid, timeout=10):
+    """Until every thread of pid is traced."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+            traced = 0
+            for t in tids:
+                with open(f"/proc/{pid}/task/{t}/status") as f:
+                    traced += any(l.startswith("TracerPid:") and l.split()[1] != "0" for l in f)
+            if tids and traced == len(tids):
+                return
+        except OSError:
+            return  # gone
+        time.sleep(0.005)
+
+
 def serve_cases(tarpath, reference):
     """ApplyDiff through a running serve: strace attaches to it (all its
     threads) right before the call, so kill points are counted from the
@@ -404,18 +423,19 @@ def serve_cases(tarpath, reference):
         argv += ["-o", log] + (["-e", f"inject={inject[0]}:error=EINTR:signal=KILL:when={inject[1]}"] if inject else [])
         tracer = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         STARTED.append(tracer)
-        # Attached to every thread once strace has written its first line
-        # (or a moment has passed on an idle server).
-        for _ in range(50):
-            if os.path.exists(log) and os.path.getsize(log) > 0:
-                break
-            time.sleep(0.01)
-        time.sleep(0.05)
+        wait_attached(p_serve.pid)
         try:
             status, body = call(sock, None, path="/GraphDriver.ApplyDiff?id=s1&parent=base", raw=tar)
         except (OSError, http.client.HTTPException) as e:
             status, body = None, str(e).encode()
-        if inject is None:
+        if inject is not None:
+            # Killed at the kill point, unless the call ran whole
+            # without reaching it.
+            try:
+                p_serve.wait(0.5 if status == 200 else 10)
+            except subprocess.TimeoutExpired:
+                pass
+        if tracer.poll() is None:
             tracer.send_signal(signal.SIGINT)  # detach
         try:
             tracer.wait(30)
@@ -451,10 +471,6 @@ def serve_cases(tarpath, reference):
         st("create", "s1", "base")
         p = start_serve(sock)
         status, body, _ = apply_via(p, (name, k))
-        try:
-            p.wait(0.5 if status else 10)
-        except subprocess.TimeoutExpired:
-            pass  # the point was not reached: the call ran whole
         stop(p)
         bad = recover()
         got = snapshot(os.path.join(R, "diff/s1"))
