@@ -141,6 +141,37 @@ out:;
 	return r < 0 ? r : q;
 }
 
+/* ".tmp-<8 random>-<id>": an atomic write or an apply of <id> that never
+ * reached its rename, unless a live operation on <id> is writing it right
+ * now: hence its lock. */
+static int recover_temp(strata_driver *d, int dirfd, const char *sub, const char *name, strata_error *err)
+{
+	store *s = d->store;
+	_cleanup_free_ char *owner = strlen(name) > 14 ? store_owner_id(name + 14) : NULL;
+	_cleanup_lock_ id_lock tlock = ID_LOCK_INIT;
+	if (owner) {
+		int r = lock_ids(s, owner, NULL, &tlock);
+		if (r < 0)
+			return error_set(err, r, "lock %s", owner);
+	}
+	/* A file, or an apply's staging dir (diff.c). */
+	int r = fs_rm_tree_at(dirfd, name, err);
+	return r < 0 ? error_prefix(err, r, "%s/%s", s->root, sub) : 0;
+}
+
+/* The temp files of the records in dirfd (thin/under, import-aufs). */
+static int recover_temps(strata_driver *d, int dirfd, const char *sub, strata_error *err)
+{
+	_cleanup_strv_free_ char **names = NULL;
+	int r = fs_list_dir(dirfd, &names);
+	if (r < 0)
+		return error_set(err, r, "read %s/%s", d->store->root, sub);
+	for (char **p = names; *p && r >= 0; p++)
+		if (!strncmp(*p, ".tmp-", 5))
+			r = recover_temp(d, dirfd, sub, *p, err);
+	return r;
+}
+
 static int recover_dir(strata_driver *d, int dirfd, const char *sub, strata_error *err)
 {
 	store *s = d->store;
@@ -152,20 +183,9 @@ static int recover_dir(strata_driver *d, int dirfd, const char *sub, strata_erro
 	for (char **p = names; *p; p++) {
 		const char *name = *p;
 		if (!strncmp(name, ".tmp-", 5)) {
-			/* ".tmp-<8 random>-<id>": an atomic write or an apply
-			 * of <id> that never reached its rename, unless a live operation on
-			 * <id> is writing it right now: hence its lock. */
-			_cleanup_free_ char *owner = strlen(name) > 14 ? store_owner_id(name + 14) : NULL;
-			_cleanup_lock_ id_lock tlock = ID_LOCK_INIT;
-			if (owner) {
-				r = lock_ids(s, owner, NULL, &tlock);
-				if (r < 0)
-					return error_set(err, r, "lock %s", owner);
-			}
-			/* A file, or an apply's staging dir (diff.c). */
-			r = fs_rm_tree_at(dirfd, name, err);
+			r = recover_temp(d, dirfd, sub, name, err);
 			if (r < 0)
-				return error_prefix(err, r, "%s/%s", s->root, sub);
+				return r;
 			continue;
 		}
 		_cleanup_free_ char *id = store_owner_id(name);
@@ -304,6 +324,16 @@ int driver_recover(strata_driver *d, strata_error *err)
 	for (size_t i = 0; i < ELEMENTSOF(dirs); i++) {
 		r = recover_dir(d, dirs[i].fd, dirs[i].sub, err);
 		if (r < 0)
+			return r;
+	}
+	/* Records written with temp files, under the ids' locks too. */
+	static const char *const records[] = {"thin/under", "import-aufs"};
+	for (size_t i = 0; i < ELEMENTSOF(records); i++) {
+		_cleanup_close_ int fd =
+			openat(s->root_fd, records[i], O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0 && errno != ENOENT)
+			return error_set(err, negerrno(), "open %s/%s", s->root, records[i]);
+		if (fd >= 0 && (r = recover_temps(d, fd, records[i], err)) < 0)
 			return r;
 	}
 	return recover_short_links(d, err);
