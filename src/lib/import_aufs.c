@@ -262,15 +262,9 @@ static int drop_phantoms_in(int root_fd, int parent_root_fd, strata_error *err)
 	bool opaque = false, has_parent = parent_root_fd >= 0;
 	while (r >= 0) {
 		if (fd >= 0) { /* a directory just entered */
-			if (n == alloc) {
-				size_t a = alloc ? 2 * alloc : 16;
-				phantom_level *nl = realloc(levels, a * sizeof(*nl));
-				if (!nl) {
-					r = -ENOMEM;
-					break;
-				}
-				levels = nl;
-				alloc = a;
+			if (grow(&levels, &alloc, n, sizeof(*levels), 16) < 0) {
+				r = -ENOMEM;
+				break;
 			}
 			phantom_level l = {.opaque = opaque, .has_parent = has_parent, .path_len = path.len};
 			r = fs_list_dir(fd, &l.names);
@@ -284,8 +278,7 @@ static int drop_phantoms_in(int root_fd, int parent_root_fd, strata_error *err)
 		if (n == 0)
 			break;
 		phantom_level *l = &levels[n - 1];
-		path.len = l->path_len;
-		path.buf[path.len] = '\0';
+		strbuf_truncate(&path, l->path_len);
 		const char *name = l->names[l->next];
 		if (!name) {
 			bool popped_parent = l->has_parent;
@@ -317,15 +310,11 @@ static int drop_phantoms_in(int root_fd, int parent_root_fd, strata_error *err)
 		}
 		if (!S_ISDIR(st.st_mode))
 			continue;
-		if (path.len + 1 + strlen(name) >= PATH_MAX) {
-			r = error_setf(err, -ENAMETOOLONG, "/%s/...: a path longer than %d bytes", QUOTE(path.buf),
-				       PATH_MAX - 1);
+		r = strbuf_push_name(&path, name);
+		if (r == -ENAMETOOLONG)
+			error_setf(err, r, "/%s/...: a path longer than %d bytes", QUOTE(path.buf), PATH_MAX - 1);
+		if (r < 0)
 			break;
-		}
-		if ((path.len && strbuf_append(&path, "/", 1) < 0) || strbuf_append(&path, name, strlen(name)) < 0) {
-			r = -ENOMEM;
-			break;
-		}
 		bool parent_opaque = l->opaque, parent_has = l->has_parent;
 		fd = dir_stack_push(&dirs, name);
 		if (fd < 0) {
@@ -616,14 +605,9 @@ static int aufs_listing(const int *bfds, size_t nb, aufs_entry **ret, size_t *re
 			}
 			if (S_ISSOCK(sst.st_mode))
 				continue; /* not layer content: the import drops sockets, as Docker does */
-			if (n == alloc) {
-				alloc = alloc ? 2 * alloc : 64;
-				aufs_entry *nv = realloc(v, alloc * sizeof(*nv));
-				if (!nv) {
-					r = -ENOMEM;
-					break;
-				}
-				v = nv;
+			if (grow(&v, &alloc, n, sizeof(*v), 64) < 0) {
+				r = -ENOMEM;
+				break;
 			}
 			aufs_entry *e = &v[n];
 			*e = (aufs_entry){.branch = k, .hidden = wh, .st = sst};
@@ -747,15 +731,9 @@ static void level_free(check_level *l)
  * overlay view's dir. */
 static int check_enter(check_walk *w, size_t *br, size_t nbr, int ofd)
 {
-	if (w->n == w->alloc) {
-		size_t a = w->alloc ? 2 * w->alloc : 16;
-		check_level *nl = realloc(w->levels, a * sizeof(*nl));
-		if (!nl) {
-			free(br);
-			return -ENOMEM;
-		}
-		w->levels = nl;
-		w->alloc = a;
+	if (grow(&w->levels, &w->alloc, w->n, sizeof(*w->levels), 16) < 0) {
+		free(br);
+		return -ENOMEM;
 	}
 	check_level l = {.br = br, .nbr = nbr, .path_len = w->path.len};
 	l.bfd = malloc((nbr ? nbr : 1) * sizeof(int));
@@ -883,8 +861,7 @@ static int check_entry(check_walk *w, check_level *l, const aufs_entry *e, int o
 static int check_step(check_walk *w)
 {
 	check_level *l = &w->levels[w->n - 1];
-	w->path.len = l->path_len;
-	w->path.buf[l->path_len] = '\0';
+	strbuf_truncate(&w->path, l->path_len);
 	int r = level_open_branches(w, l);
 	if (r < 0)
 		return r;
@@ -894,11 +871,12 @@ static int check_step(check_walk *w)
 	}
 	int cmp = l->i >= l->na ? 1 : l->j >= l->no ? -1 : strcmp(l->a[l->i].name, l->o[l->j]);
 	const char *name = cmp <= 0 ? l->a[l->i].name : l->o[l->j];
-	if (w->path.len + 1 + strlen(name) >= PATH_MAX)
-		return error_setf(w->c->err, -ENAMETOOLONG, "/%s/...: a path longer than %d bytes", QUOTE(w->path.buf),
+	r = strbuf_push_name(&w->path, name);
+	if (r == -ENAMETOOLONG)
+		return error_setf(w->c->err, r, "/%s/...: a path longer than %d bytes", QUOTE(w->path.buf),
 				  PATH_MAX - 1);
-	if ((w->path.len && strbuf_append(&w->path, "/", 1) < 0) || strbuf_append(&w->path, name, strlen(name)) < 0)
-		return -ENOMEM;
+	if (r < 0)
+		return r;
 	if (cmp < 0) {
 		l->i++;
 		return report(w->c, w->path.buf, "missing from the overlay view");

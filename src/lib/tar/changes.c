@@ -43,14 +43,8 @@
 
 int change_add(change_list *l, const char *path, strata_change_kind kind)
 {
-	if (l->n == l->alloc) {
-		size_t alloc = l->alloc ? 2 * l->alloc : 64;
-		strata_change *ni = realloc(l->items, alloc * sizeof(*ni));
-		if (!ni)
-			return -ENOMEM;
-		l->items = ni;
-		l->alloc = alloc;
-	}
+	if (grow(&l->items, &l->alloc, l->n, sizeof(*l->items), 64) < 0)
+		return -ENOMEM;
 	char *p = NULL;
 	if (asprintf(&p, "/%s", path) < 0)
 		return -ENOMEM;
@@ -128,23 +122,14 @@ static bool entry_modified(const struct stat *o, const struct stat *n, const cap
 	return oc->len != nc->len || (oc->len > 0 && memcmp(oc->data, nc->data, (size_t)oc->len) != 0);
 }
 
-/* A path under the tree's root: "<dir>/<name>" in *path.  Refused past
- * PATH_MAX: a container can build a deeper tree than any path names. */
+/* A path under the tree's root: "<dir>/<name>" in *path. */
 static int path_enter(strbuf *path, const char *name, strata_error *err)
 {
-	size_t nl = strlen(name);
-	if (path->len + 1 + nl >= PATH_MAX)
-		return error_setf(err, -ENAMETOOLONG, "\"/%s/...\": a path longer than %d bytes cannot be a change",
+	int r = strbuf_push_name(path, name);
+	if (r == -ENAMETOOLONG)
+		return error_setf(err, r, "\"/%s/...\": a path longer than %d bytes cannot be a change",
 				  QUOTE(path->buf), PATH_MAX - 1);
-	if ((path->len && strbuf_append(path, "/", 1) < 0) || strbuf_append(path, name, nl) < 0)
-		return -ENOMEM;
-	return 0;
-}
-
-static void path_leave(strbuf *path, size_t len)
-{
-	path->len = len;
-	path->buf[len] = '\0';
+	return r;
 }
 
 /* One directory of the comparison: both listings, merged in order. */
@@ -170,14 +155,8 @@ typedef struct tree_cmp {
  * the old side. */
 static int cmp_enter(tree_cmp *c, int new_fd, int old_fd, bool reported)
 {
-	if (c->n == c->alloc) {
-		size_t a = c->alloc ? 2 * c->alloc : 16;
-		cmp_level *l = realloc(c->levels, a * sizeof(*l));
-		if (!l)
-			return -ENOMEM;
-		c->levels = l;
-		c->alloc = a;
-	}
+	if (grow(&c->levels, &c->alloc, c->n, sizeof(*c->levels), 16) < 0)
+		return -ENOMEM;
 	cmp_level l = {.path_len = c->path.len, .has_old = old_fd >= 0, .reported = reported};
 	int r = list_sorted(new_fd, &l.nn);
 	if (r < 0)
@@ -202,7 +181,7 @@ static int cmp_leave(tree_cmp *c)
 	cmp_level l = c->levels[--c->n];
 	strv_free(l.nn);
 	strv_free(l.on);
-	path_leave(&c->path, l.path_len);
+	strbuf_truncate(&c->path, l.path_len);
 	if (c->n == 0)
 		return 0; /* the root is never a change */
 	int r = dir_stack_pop(&c->new_dirs);
@@ -218,7 +197,7 @@ static int cmp_leave(tree_cmp *c)
 		parent->count++;
 	}
 	parent->count += l.count;
-	path_leave(&c->path, parent->path_len);
+	strbuf_truncate(&c->path, parent->path_len);
 	return 0;
 }
 
@@ -226,7 +205,7 @@ static int cmp_leave(tree_cmp *c)
 static int cmp_step(tree_cmp *c)
 {
 	cmp_level *l = &c->levels[c->n - 1];
-	path_leave(&c->path, l->path_len);
+	strbuf_truncate(&c->path, l->path_len);
 	int cmp = l->i == l->nnew ? 1 : l->j == l->nold ? -1 : strcmp(l->nn[l->i], l->on[l->j]);
 	const char *name = cmp <= 0 ? l->nn[l->i] : l->on[l->j];
 	int new_fd = dir_stack_fd(&c->new_dirs), old_fd = l->has_old ? dir_stack_fd(&c->old_dirs) : -1;
@@ -481,14 +460,9 @@ static int merged_listing(layer_cmp *c, const stack *below, const char *rel, cha
 			} else {
 				present = !tar_is_whiteout(&st);
 			}
-			if (n == alloc) {
-				alloc = alloc ? 2 * alloc : 64;
-				seen_name *na = realloc(all, alloc * sizeof(*na));
-				if (!na) {
-					r = -ENOMEM;
-					break;
-				}
-				all = na;
+			if (grow(&all, &alloc, n, sizeof(*all), 64) < 0) {
+				r = -ENOMEM;
+				break;
 			}
 			all[n++] = (seen_name){TAKE_PTR(*p), k, present};
 		}
@@ -546,15 +520,9 @@ typedef struct layer_walk {
 /* Enters the upper directory open at fd; takes `below`. */
 static int walk_enter(layer_walk *w, int fd, stack below, bool replaced, bool reported)
 {
-	if (w->n == w->alloc) {
-		size_t a = w->alloc ? 2 * w->alloc : 16;
-		layer_level *l = realloc(w->levels, a * sizeof(*l));
-		if (!l) {
-			free(below.layer);
-			return -ENOMEM;
-		}
-		w->levels = l;
-		w->alloc = a;
+	if (grow(&w->levels, &w->alloc, w->n, sizeof(*w->levels), 16) < 0) {
+		free(below.layer);
+		return -ENOMEM;
 	}
 	layer_level l = {.below = below, .replaced = replaced, .reported = reported, .path_len = w->path.len};
 	int r = list_sorted(fd, &l.names);
@@ -604,7 +572,7 @@ static int walk_hidden(layer_walk *w, layer_level *l)
 static int walk_leave(layer_walk *w)
 {
 	layer_level *l = &w->levels[w->n - 1];
-	path_leave(&w->path, l->path_len);
+	strbuf_truncate(&w->path, l->path_len);
 	int r = 0;
 	if (l->replaced && l->below.n > 0)
 		r = walk_hidden(w, l);
@@ -625,7 +593,7 @@ static int walk_leave(layer_walk *w)
 		parent->count++;
 	}
 	parent->count += done.count;
-	path_leave(&w->path, parent->path_len);
+	strbuf_truncate(&w->path, parent->path_len);
 	return 0;
 }
 
@@ -653,7 +621,7 @@ static int walk_step(layer_walk *w)
 {
 	layer_cmp *c = w->c;
 	layer_level *l = &w->levels[w->n - 1];
-	path_leave(&w->path, l->path_len);
+	strbuf_truncate(&w->path, l->path_len);
 	const char *name = l->names[l->next++];
 	if (c->aufs && is_aufs_meta(name))
 		return 0;
@@ -772,15 +740,9 @@ static int size_walk(int root_fd, inode_set *seen, uint64_t *total, strata_error
 				error_set(err, r, "read dir at depth %zu", n);
 				break;
 			}
-			if (n == alloc) {
-				size_t a = alloc ? 2 * alloc : 16;
-				size_level *l = realloc(levels, a * sizeof(*l));
-				if (!l) {
-					r = -ENOMEM;
-					break;
-				}
-				levels = l;
-				alloc = a;
+			if (grow(&levels, &alloc, n, sizeof(*levels), 16) < 0) {
+				r = -ENOMEM;
+				break;
 			}
 			levels[n++] = (size_level){TAKE_PTR(names), 0};
 			fd = -1;

@@ -413,30 +413,21 @@ typedef struct export_level {
 } export_level;
 
 /* Appends "/name" (or "name" at the root) to the walk's path.  A path a
- * tar reader could not create (PATH_MAX) is refused: a container can make
- * one by moving into ever deeper directories. */
+ * tar reader could not create (PATH_MAX) is refused. */
 static int path_push(strbuf *path, const char *name, strata_error *err)
 {
-	size_t nl = strlen(name);
-	if (path->len + 1 + nl >= PATH_MAX)
-		return error_setf(err, -ENAMETOOLONG, "\"%s/...\": a path longer than %d bytes cannot go into a tar",
+	int r = strbuf_push_name(path, name);
+	if (r == -ENAMETOOLONG)
+		return error_setf(err, r, "\"%s/...\": a path longer than %d bytes cannot go into a tar",
 				  QUOTE(path->buf), PATH_MAX - 1);
-	if ((path->len && strbuf_append(path, "/", 1) < 0) || strbuf_append(path, name, nl) < 0)
-		return -ENOMEM;
-	return 0;
+	return r;
 }
 
 /* A new level for the directory open at fd. */
 static int level_open(export_level **levels, size_t *n, size_t *alloc, int fd, const strbuf *path, strata_error *err)
 {
-	if (*n == *alloc) {
-		size_t a = *alloc ? 2 * *alloc : 16;
-		export_level *l = realloc(*levels, a * sizeof(*l));
-		if (!l)
-			return -ENOMEM;
-		*levels = l;
-		*alloc = a;
-	}
+	if (grow(levels, alloc, *n, sizeof(**levels), 16) < 0)
+		return -ENOMEM;
 	char **names = NULL;
 	int r = fs_list_dir(fd, &names);
 	if (r < 0)
@@ -481,8 +472,7 @@ static int write_name(tar_writer *w, int dirfd, const char *name, strbuf *path, 
 		return r;
 	if (!S_ISDIR(st->st_mode)) {
 		r = write_nondir(w, dirfd, name, path->buf, st, err);
-		path->len = base_len;
-		path->buf[base_len] = '\0';
+		strbuf_truncate(path, base_len);
 		return r;
 	}
 	*ret_is_dir = true;
@@ -499,8 +489,7 @@ static int walk(tar_writer *w, int root_fd, strbuf *path, strata_error *err)
 	int r = level_open(&levels, &n, &alloc, root_fd, path, err);
 	while (r >= 0 && n > 0) {
 		export_level *l = &levels[n - 1];
-		path->len = l->path_len;
-		path->buf[l->path_len] = '\0';
+		strbuf_truncate(path, l->path_len);
 		if (!l->names[l->next]) {
 			strv_free(l->names);
 			n--;

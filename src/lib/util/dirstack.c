@@ -16,14 +16,8 @@ int dir_stack_fd(const dir_stack *s)
 
 int dir_stack_push(dir_stack *s, const char *name)
 {
-	if (s->depth == s->alloc) {
-		size_t alloc = s->alloc ? 2 * s->alloc : 16;
-		dir_stack_level *l = realloc(s->levels, alloc * sizeof(*l));
-		if (!l)
-			return -ENOMEM;
-		s->levels = l;
-		s->alloc = alloc;
-	}
+	if (grow(&s->levels, &s->alloc, s->depth, sizeof(*s->levels), 16) < 0)
+		return -ENOMEM;
 	int fd = openat(dir_stack_fd(s), name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
 		return negerrno();

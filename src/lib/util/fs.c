@@ -397,6 +397,24 @@ int strbuf_appendf(strbuf *sb, const char *fmt, ...)
 	return 0;
 }
 
+int strbuf_push_name(strbuf *sb, const char *name)
+{
+	size_t nl = strlen(name);
+	if (sb->len + 1 + nl >= PATH_MAX)
+		return -ENAMETOOLONG;
+	if ((sb->len && strbuf_append(sb, "/", 1) < 0) || strbuf_append(sb, name, nl) < 0)
+		return -ENOMEM;
+	return 0;
+}
+
+void strbuf_truncate(strbuf *sb, size_t len)
+{
+	if (sb->buf && len <= sb->len) {
+		sb->len = len;
+		sb->buf[len] = '\0';
+	}
+}
+
 void strbuf_release(strbuf *sb)
 {
 	free(sb->buf);

@@ -60,6 +60,12 @@ typedef struct strbuf {
 } strbuf;
 
 int strbuf_appendf(strbuf *sb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Appends "/name" to a relative path ("name" to an empty one): a tree
+ * walk's way down.  -ENAMETOOLONG past PATH_MAX - 1 bytes (a container can
+ * build a tree deeper than any path names), -ENOMEM. */
+int strbuf_push_name(strbuf *sb, const char *name);
+/* Back up to len bytes (a walk's way up). */
+void strbuf_truncate(strbuf *sb, size_t len);
 int strbuf_append(strbuf *sb, const char *s, size_t n);
 void strbuf_release(strbuf *sb);
 char *strbuf_detach(strbuf *sb);

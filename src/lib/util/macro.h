@@ -90,3 +90,19 @@ static inline size_t strv_length(char *const *v)
 		n++;
 	return n;
 }
+
+/* Room for n + 1 elements of `size` bytes in *items (capacity *alloc,
+ * doubled as needed, starting at `first`).  -ENOMEM leaves both as they
+ * were. */
+static inline int grow(void *items, size_t *alloc, size_t n, size_t size, size_t first)
+{
+	if (n < *alloc)
+		return 0;
+	size_t a = *alloc ? 2 * *alloc : first;
+	void *p = realloc(*(void **)items, a * size);
+	if (!p)
+		return -ENOMEM;
+	*(void **)items = p;
+	*alloc = a;
+	return 0;
+}
