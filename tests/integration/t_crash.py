@@ -372,11 +372,15 @@ def start_serve(sock):
     log = open(os.path.join(TMP, "serve.log"), "ab")
     p = subprocess.Popen([STRATA, "serve", "--socket", sock, "--log-level", "error"], stdout=log, stderr=log)
     STARTED.append(p)
-    for _ in range(200):
-        if os.path.exists(sock):
+    # The socket file appears at bind(), a moment before listen().
+    for attempt in range(500):
+        try:
+            st_, _ = call(sock, "GraphDriver.Init", {"Home": R, "Opts": []})
             break
-        time.sleep(0.01)
-    st_, _ = call(sock, "GraphDriver.Init", {"Home": R, "Opts": []})
+        except (FileNotFoundError, ConnectionRefusedError):
+            if attempt == 499 or p.poll() is not None:
+                raise
+            time.sleep(0.01)
     if st_ != 200:
         raise RuntimeError(f"serve Init: {st_}")
     return p
