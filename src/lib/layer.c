@@ -123,8 +123,8 @@ int layer_clear_debris(strata_driver *d, const char *id, strata_error *err)
 	for (size_t i = 0; i < ELEMENTSOF(dirs); i++) {
 		/* -removing names are strata's own, whatever is in them. */
 		int r = fs_rm_tree_at(dirs[i].fd, removing, err);
-		if (r >= 0)
-			r = clear_dir(d, dirs[i].fd, dirs[i].sub, id, err);
+		if (r >= 0) /* the message names the first thing left */
+			r = clear_dir(d, dirs[i].fd, dirs[i].sub, id, first ? NULL : err);
 		if (r < 0 && r != -ENOTEMPTY)
 			return error_prefix(err, r, "%s/%s", s->root, dirs[i].sub);
 		if (r < 0 && !first)

@@ -201,9 +201,10 @@ static int get_layer(strata_driver *d, const char *id, const char *label, char *
 	r = refs_write(s, id, count + 1);
 	if (r < 0) {
 		error_set(err, r, "write %s/refs/%s", s->root, id);
-		/* No count, no mount: nothing leaks if recording fails. */
+		/* No count, no mount: nothing leaks if recording fails (nobody
+		 * else has seen this mount: the id's lock was held throughout). */
 		if (mounted_now)
-			unmount_if_unused(d, id, NULL);
+			layer_unmount(d, id, NULL);
 		return r;
 	}
 	*ret_path = TAKE_PTR(path);
