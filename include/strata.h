@@ -76,6 +76,12 @@ enum {
 STRATA_API int strata_driver_open(const char *root, const char *const *options, unsigned flags,
 				  strata_driver **ret_driver, strata_error *err);
 
+/* Messages that are not errors (a publish waiting for another, what a
+ * repository's filesystem cannot keep): level 0 information, 1 warning.
+ * Called from the thread of the call.  Without one they are dropped. */
+typedef void (*strata_log_fn)(int level, const char *message, void *data);
+STRATA_API void strata_driver_set_log(strata_driver *driver, strata_log_fn fn, void *data);
+
 /* Releases the handle.  Does not unmount anything: see strata_cleanup(). */
 STRATA_API strata_driver *strata_driver_free(strata_driver *driver);
 

@@ -89,6 +89,12 @@ static void driver_freep(strata_driver **d)
 	strata_driver_free(*d);
 }
 
+void strata_driver_set_log(strata_driver *d, strata_log_fn fn, void *data)
+{
+	d->thin.log = fn;
+	d->thin.log_data = data;
+}
+
 const char *strata_driver_root(const strata_driver *d)
 {
 	return d->store->root;

@@ -349,12 +349,11 @@ static int publish_layers(strata_driver *d, const thin_config *cfg, const char *
 		int r = export_layer(d, names[i], &quiet, &tmp, digest, &size, err);
 		if (r < 0)
 			return r;
-		r = thin_publish(cfg, repo, tmp, digest, size, err);
+		thin_published pub;
+		r = thin_publish(cfg, repo, tmp, digest, size, NULL, &pub, err);
 		if (r < 0)
 			return error_prefix(err, r, "layer %s", names[i]);
-		char layout[THIN_LAYERFS_PATH_LEN + 1];
-		thin_layerfs_path(digest, layout);
-		r = thin_image_push(img, digest, repo, layout);
+		r = thin_image_push(img, digest, repo, pub.path);
 		if (r == -EEXIST)
 			continue; /* the same content is in the image already */
 		if (r == -E2BIG)

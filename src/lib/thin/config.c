@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The thin.* driver options (see repo.h and strata.h). */
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -29,7 +31,20 @@ void thin_config_release(thin_config *c)
 	free(c->umount_cmd);
 	free(c->publisher);
 	free(c->repo);
+	free(c->remount_cmd);
 	*c = (thin_config){0};
+}
+
+void thin_log(const thin_config *c, int level, const char *fmt, ...)
+{
+	if (!c->log)
+		return;
+	char msg[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	c->log(level, msg, c->log_data);
 }
 
 int thin_publisher_validate(const char *spec, strata_error *err)

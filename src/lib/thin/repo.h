@@ -18,6 +18,10 @@
 #define THIN_DEFAULT_TIMEOUT	300
 #define THIN_RECORD		"strata-layer.json" /* beside layerfs: what was published */
 
+/* Messages for whoever runs strata (the CLI's stderr, serve's log):
+ * level 0 information, 1 a warning.  Set with strata_driver_set_log. */
+typedef void (*thin_log_fn)(int level, const char *message, void *data);
+
 typedef struct thin_config {
 	char *root;	    /* where repositories are mounted, <root>/<repo> */
 	bool internal;	    /* strata mounts a repository on first use */
@@ -26,7 +30,13 @@ typedef struct thin_config {
 	char *publisher;    /* "dir:PATH" or "cmd:COMMAND"; NULL: none */
 	char *repo;	    /* publish into this repository; NULL: the image's top layer's */
 	unsigned timeout_s; /* for each command */
+	char *remount_cmd;  /* cvmfs publisher: makes the reading client see a new revision */
+	thin_log_fn log;    /* may be NULL */
+	void *log_data;
 } thin_config;
+
+/* Logs a formatted message through c->log, if set. */
+void thin_log(const thin_config *c, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 int thin_config_init(thin_config *c);
 void thin_config_release(thin_config *c);
@@ -73,12 +83,44 @@ int thin_repos_describe(int state_fd, char ***ret);
 /* ---- publishing (publish.c) ---- */
 /* sha256 of everything in fd from offset 0, lowercase hex. */
 int thin_digest_fd(int fd, char ret[THIN_DIGEST_LEN + 1], uint64_t *ret_size);
+
 /*
- * Publishes the layer tar in tar_fd (read from offset 0), whose sha256 is
- * `digest`, into `repo` with c->publisher, so that it appears at
- * <repo>/.layers/<hh>/<hex>/layerfs.  dir: extracts it there atomically
- * (a staging dir renamed into place; a layer already there is kept);
- * cmd: runs the command with the tar on stdin.
+ * The layers under the one being published, as the publisher may need
+ * them: a filesystem that cannot mark a directory opaque (CernVM-FS keeps
+ * no xattrs) gets an opaque directory as explicit whiteouts of every name
+ * the layers below hold in it, which is only right over those layers.
+ */
+typedef struct thin_lower {
+	/* The names in directory `dir` (relative, no leading '/', "" for the
+	 * root) of the layers below, merged as overlay merges them (whited out
+	 * names absent): NULL-terminated, any order, caller frees (strv).  A
+	 * dir they do not have gives an empty list.  NULL: no layers below. */
+	int (*list)(void *data, const char *dir, char ***ret_names);
+	void *data;
+	/* sha256 (hex) of the digests of the layers below, base first, each
+	 * as 64 hex digits and a newline; "" when there are none. */
+	char chain[THIN_DIGEST_LEN + 1];
+} thin_lower;
+
+/* ".layers/<hh>/<hex>/layerfs", or for a layer flattened over a chain
+ * ".layers/<hh>/<hex>-<first 16 hex of the chain>/layerfs". */
+#define THIN_PUBLISHED_PATH_MAX (THIN_LAYERFS_PATH_LEN + 18)
+
+typedef struct thin_published {
+	char path[THIN_PUBLISHED_PATH_MAX]; /* in the repository: the url's path */
+	bool existed;			    /* it was there already: not published again */
+} thin_published;
+
+/*
+ * Publishes the layer tar in tar_fd (a standard layer tar, .wh. whiteouts,
+ * read from offset 0), whose sha256 is `digest`, into `repo` with
+ * c->publisher, unless it is there already (seen through the thin root or
+ * in the publish target).  `lower` (may be NULL: a base layer) describes
+ * the layers under it.  *ret says where it is.
+ *   dir:PATH  extracted into PATH/<path> atomically (a staging dir renamed
+ *             into place), with its record;
+ *   cmd:CMD   CMD run with the tar on stdin;
+ *   cvmfs     cvmfs_server ingest (cvmfs.c).
  */
 int thin_publish(const thin_config *c, const char *repo, int tar_fd, const char *digest, uint64_t tar_size,
-		 strata_error *err);
+		 const thin_lower *lower, thin_published *ret, strata_error *err);
