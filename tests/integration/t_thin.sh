@@ -638,8 +638,12 @@ check_error "a hanging publisher: killed after thin.timeout" \
 	st -o "thin.root=$CV" -o thin.timeout=1 -o 'thin.publisher=cmd:sleep 60' diff P1 -o "$W/p1.tar"
 if [ $((SECONDS - t0)) -lt 15 ]; then pass "the hanging publisher was stopped in time"; else fail "the hanging publisher was stopped in time" "$((SECONDS - t0))s"; fi
 is "failed publishers published nothing" "$(published "$CV/$REPO")" "$n_pub"
+# (A thin root without the layers: one that has them publishes nothing.)
+mkdir -p "$TEST_TMP/emptyroot"
 check_error "thin make with a failing publisher" "thin make top: layer base: publish layer sha256:$D_BASE .*exited with status 1: disk full" \
-	st -o "thin.root=$CV" thin make --repo "$REPO" --publisher 'cmd:echo disk full >&2; exit 1' top
+	st -o "thin.root=$TEST_TMP/emptyroot" thin make --repo "$REPO" --publisher 'cmd:echo disk full >&2; exit 1' top
+out=$(st -o "thin.root=$CV" thin make --repo "$REPO" --publisher 'cmd:echo disk full >&2; exit 1' top 2>&1)
+is "thin make of layers the repository has runs no publisher" "$?" 0
 
 # A cmd: publisher that succeeds.  It stands in for `cvmfs_server ingest`
 # (CernVM-FS is not installable here): it reads the layer tar on stdin,
@@ -798,7 +802,7 @@ D_OPTS=(-o "thin.root=$SR" -o thin.mount=internal -o thin.timeout=30 -o "thin.mo
 D2_OPTS=("${D_OPTS[@]}" -o "thin.root=$SR2")
 
 # The release manager publishes the image on the server.
-if $ssh_up && st -o "thin.root=$CV" thin make --repo "$REPO" --publisher "dir:$SRV/$REPO" top >"$W/ssh.json" 2>"$W/err"; then
+if $ssh_up && st -o "thin.root=$TEST_TMP/emptyroot" thin make --repo "$REPO" --publisher "dir:$SRV/$REPO" top >"$W/ssh.json" 2>"$W/err"; then
 	is "sshfs: thin make on the server side: the same thin.json (content-addressed)" \
 		"$(jlayers "$W/ssh.json")" "$(jlayers "$W/img.json")"
 	thin_tar "$W/ssh.json" "$W/ssh.tar"
