@@ -231,8 +231,9 @@ typedef struct strata_thin_layer {
 	char *digest; /* sha256, lowercase hex */
 	char *url;    /* cvmfs://<repo>/<path> */
 	char *path;   /* the dir it resolves to; NULL when it does not */
-	int status;   /* 0, or a negative errno: -ENOENT missing, -EBADMSG digest mismatch */
+	int status;   /* 0, or a negative errno: -ENOENT missing, -EBADMSG not as published */
 	char *detail; /* why, when status is not 0 */
+	char *note;   /* verify: what the repository's filesystem is known to lose, or NULL */
 } strata_thin_layer;
 
 typedef struct strata_thin_report {

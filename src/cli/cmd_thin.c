@@ -56,6 +56,8 @@ static void print_report(const strata_thin_report *rep, bool verify)
 			printf("    at %s\n", l->path);
 		if (l->detail)
 			printf("    %s\n", l->detail);
+		if (l->note)
+			printf("    note: %s\n", l->note);
 	}
 }
 

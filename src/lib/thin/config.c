@@ -59,7 +59,9 @@ int thin_publisher_validate(const char *spec, strata_error *err)
 			return error_setf(err, -EINVAL, "publisher \"%s\": cmd: takes a command", spec);
 		return 0;
 	}
-	return error_setf(err, -EINVAL, "publisher \"%s\": expected dir:PATH or cmd:COMMAND", spec);
+	if (!strcmp(spec, "cvmfs"))
+		return 0;
+	return error_setf(err, -EINVAL, "publisher \"%s\": expected dir:PATH, cmd:COMMAND or cvmfs", spec);
 }
 
 static int replace(char **field, const char *value)
@@ -100,6 +102,11 @@ int thin_config_set(thin_config *c, const char *key, size_t kl, const char *v, s
 		if (r < 0)
 			return error_prefix(err, r, "driver option thin.publisher");
 		return replace(&c->publisher, v);
+	}
+	if (KEY("thin.remount_cmd")) {
+		if (!*v)
+			return error_setf(err, -EINVAL, "driver option thin.remount_cmd: empty command");
+		return replace(&c->remount_cmd, v);
 	}
 	if (KEY("thin.repo")) {
 		if (!thin_repo_valid(v))

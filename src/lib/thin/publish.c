@@ -23,6 +23,8 @@
 #include <openssl/evp.h>
 
 #include "tar/tar.h"
+#include "thin/convert.h"
+#include "thin/cvmfs.h"
 #include "thin/repo.h"
 #include "util/banned.h"
 #include "util/error.h"
@@ -77,26 +79,20 @@ static int mkdir_p_at(int dirfd, const char *name, int *ret_fd)
 	return *ret_fd < 0 ? negerrno() : 0;
 }
 
-static int write_record(int dirfd, const char *digest, uint64_t tar_size, uint64_t files)
+/* The record beside layerfs: what was published, with the manifest
+ * `thin verify` compares the layer with. */
+static int write_record(int dirfd, int tar_fd, const char *digest, uint64_t tar_size, strata_error *err)
 {
-	char when[32];
-	time_t now = time(NULL);
-	struct tm tm;
-	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&now, &tm));
-	json_t *j = json_pack("{s:s,s:I,s:I,s:s,s:s}", "digest", digest, "tar_size", (json_int_t)tar_size, "entries",
-			      (json_int_t)files, "published", when, "publisher", "strata");
-	char *text = j ? json_dumps(j, JSON_INDENT(2)) : NULL;
-	json_decref(j);
-	if (!text)
-		return -ENOMEM;
-	int r = fs_write_atomic_at(dirfd, THIN_RECORD, text, strlen(text), 0644, 0);
-	free(text);
+	repo_record rec = {.digest = digest, .tar_size = tar_size};
+	repo_form form = {0};
+	int r = repo_form_make(tar_fd, NULL, 0, -1, NULL, &form, err);
+	_cleanup_free_ char *text = NULL;
+	if (r >= 0)
+		r = repo_record_text(&rec, &form, &text);
+	repo_form_release(&form);
+	if (r >= 0)
+		r = fs_write_atomic_at(dirfd, THIN_RECORD, text, strlen(text), 0644, 0);
 	return r;
-}
-
-static void count_entries(const strata_progress *p, void *data)
-{
-	*(uint64_t *)data = p->entries;
 }
 
 static int publish_dir(const char *path, const char *repo, int tar_fd, const char *digest, uint64_t tar_size,
@@ -126,10 +122,10 @@ static int publish_dir(const char *path, const char *repo, int tar_fd, const cha
 	_cleanup_close_ int stage_fd = openat(layers_fd, stage, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	_cleanup_close_ int fs_fd = -1;
 	struct archive *a = NULL;
-	uint64_t size = 0, entries = 0;
+	uint64_t size = 0;
 	/* Identity maps: a repository holds container ids, whoever reads it. */
 	idmap none = {0};
-	tar_opts o = {.uids = &none, .gids = &none, .progress = count_entries, .progress_data = &entries};
+	tar_opts o = {.uids = &none, .gids = &none};
 	if (stage_fd < 0) {
 		r = error_set(err, negerrno(), "open %s/" THIN_LAYERS_DIR "/%s", path, stage);
 		goto fail;
@@ -152,9 +148,9 @@ static int publish_dir(const char *path, const char *repo, int tar_fd, const cha
 		error_prefix(err, r, "extract into %s/" THIN_LAYERS_DIR "/%s", path, stage);
 		goto fail;
 	}
-	r = write_record(stage_fd, digest, tar_size, entries);
+	r = write_record(stage_fd, tar_fd, digest, tar_size, err);
 	if (r < 0) {
-		error_set(err, r, "write %s/" THIN_LAYERS_DIR "/%s/" THIN_RECORD, path, stage);
+		error_prefix(err, r, "write %s/" THIN_LAYERS_DIR "/%s/" THIN_RECORD, path, stage);
 		goto fail;
 	}
 	if (syncfs(stage_fd) < 0) {
@@ -208,7 +204,6 @@ static bool published(const thin_config *c, const char *repo, const char *path, 
 int thin_publish(const thin_config *c, const char *repo, int tar_fd, const char *digest, uint64_t tar_size,
 		 const thin_lower *lower, thin_published *ret, strata_error *err)
 {
-	(void)lower;
 	if (!c->publisher)
 		return error_setf(err, -EOPNOTSUPP,
 				  "no publisher is configured (driver option thin.publisher=dir:PATH or cmd:COMMAND)");
@@ -221,7 +216,9 @@ int thin_publish(const thin_config *c, const char *repo, int tar_fd, const char 
 		return 0;
 	}
 	int r;
-	if (!strncmp(c->publisher, "dir:", 4))
+	if (!strcmp(c->publisher, "cvmfs"))
+		r = cvmfs_publish(c, repo, tar_fd, digest, tar_size, lower, ret, err);
+	else if (!strncmp(c->publisher, "dir:", 4))
 		r = publish_dir(c->publisher + 4, repo, tar_fd, digest, tar_size, err);
 	else
 		r = publish_cmd(c, c->publisher + 4, repo, tar_fd, digest, tar_size, err);

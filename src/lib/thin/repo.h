@@ -12,11 +12,12 @@
 #include "strata.h"
 #include "thin/thin.h"
 
-#define THIN_DEFAULT_ROOT	"/cvmfs"
-#define THIN_DEFAULT_MOUNT_CMD	"mount -t cvmfs \"$STRATA_REPO\" \"$STRATA_MOUNTPOINT\""
-#define THIN_DEFAULT_UMOUNT_CMD "umount \"$STRATA_MOUNTPOINT\""
-#define THIN_DEFAULT_TIMEOUT	300
-#define THIN_RECORD		"strata-layer.json" /* beside layerfs: what was published */
+#define THIN_DEFAULT_ROOT	 "/cvmfs"
+#define THIN_DEFAULT_MOUNT_CMD	 "mount -t cvmfs \"$STRATA_REPO\" \"$STRATA_MOUNTPOINT\""
+#define THIN_DEFAULT_UMOUNT_CMD	 "umount \"$STRATA_MOUNTPOINT\""
+#define THIN_DEFAULT_TIMEOUT	 300
+#define THIN_DEFAULT_REMOUNT_CMD "cvmfs_talk -i \"$STRATA_REPO\" remount sync"
+#define THIN_RECORD		 "strata-layer.json" /* beside layerfs: what was published */
 
 /* Messages for whoever runs strata (the CLI's stderr, serve's log):
  * level 0 information, 1 a warning.  Set with strata_driver_set_log. */
@@ -27,7 +28,7 @@ typedef struct thin_config {
 	bool internal;	    /* strata mounts a repository on first use */
 	char *mount_cmd;    /* run with sh -c; $STRATA_REPO, $STRATA_MOUNTPOINT */
 	char *umount_cmd;   /* likewise, after the repository's last user */
-	char *publisher;    /* "dir:PATH" or "cmd:COMMAND"; NULL: none */
+	char *publisher;    /* "dir:PATH", "cmd:COMMAND" or "cvmfs"; NULL: none */
 	char *repo;	    /* publish into this repository; NULL: the image's top layer's */
 	unsigned timeout_s; /* for each command */
 	char *remount_cmd;  /* cvmfs publisher: makes the reading client see a new revision */

@@ -1,0 +1,272 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * thin.publisher=cvmfs: a layer into a CernVM-FS repository, from its
+ * release manager, with `cvmfs_server ingest` (see repo.h).
+ *
+ * What ingest cannot do is done before it: whiteouts become 0/0 char
+ * devices and opaque dirs explicit whiteouts over the layers below
+ * (convert.c); the whole layer, its record and manifest go into one tar in
+ * a file (a tar cut short on stdin would be published as half a layer),
+ * ingested with -k (owners kept) below .layers/<hh>/<name>, so the layer
+ * and its record appear in one revision.  One publish per repository at a
+ * time (a lock: a second transaction would fail); a publish that fails or
+ * is killed by the timeout is aborted, so the repository stays healthy.
+ * Then the reading client is told to look (thin.remount_cmd), and the
+ * layer must resolve through the thin root before the publish counts as
+ * done: a commit that succeeds runs at once.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "thin/convert.h"
+#include "thin/cvmfs.h"
+#include "util/banned.h"
+#include "util/error.h"
+#include "util/fs.h"
+#include "util/macro.h"
+
+#define LOCK_DIR	 "/run/lock"
+#define SERVER_CONF_DIR	 "/etc/cvmfs/repositories.d"
+#define POLL_MS		 200
+#define REMOUNT_AGAIN_MS 5000
+
+static void sleep_ms(long ms)
+{
+	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+static long long now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The release manager's union of repo: CVMFS_UNION_DIR of its server.conf,
+ * or /cvmfs/<repo>.  NULL when this machine is not its release manager. */
+static char *release_manager_union(const char *repo)
+{
+	char *conf = NULL;
+	if (asprintf(&conf, SERVER_CONF_DIR "/%s/server.conf", repo) < 0)
+		return NULL;
+	FILE *f = fopen(conf, "re");
+	free(conf);
+	if (!f)
+		return NULL;
+	char line[4096], *dir = NULL;
+	while (!dir && fgets(line, sizeof(line), f)) {
+		const char *key = "CVMFS_UNION_DIR=";
+		if (strncmp(line, key, strlen(key)) != 0)
+			continue;
+		char *v = line + strlen(key);
+		v[strcspn(v, "\n")] = '\0';
+		if (*v == '"' || *v == '\'') {
+			v++;
+			v[strcspn(v, "\"'")] = '\0';
+		}
+		dir = strdup(v);
+	}
+	fclose(f);
+	if (!dir && asprintf(&dir, "/cvmfs/%s", repo) < 0)
+		dir = NULL;
+	return dir;
+}
+
+int cvmfs_check_thin_root(const thin_config *c, const char *repo, strata_error *err)
+{
+	_cleanup_free_ char *uni = release_manager_union(repo);
+	if (!uni)
+		return 0;
+	_cleanup_free_ char *mine = NULL;
+	if (asprintf(&mine, "%s/%s", c->root, repo) < 0)
+		return -ENOMEM;
+	struct stat a, b;
+	if (stat(mine, &a) < 0 || stat(uni, &b) < 0)
+		return 0;
+	if (a.st_dev != b.st_dev || a.st_ino != b.st_ino)
+		return 0;
+	return error_setf(err, -EDEADLK,
+			  "the thin root's %s is the release manager's own union mount of repository %s (%s): a "
+			  "publish ends by remounting it, which waits for every union strata holds on it; mount a "
+			  "separate client of %s and point thin.root at its parent",
+			  mine, repo, uni, repo);
+}
+
+/* The lock of one repository's publishes, across processes and stores. */
+static int lock_repo(const thin_config *c, const char *repo, int *ret_fd, strata_error *err)
+{
+	_cleanup_free_ char *path = NULL;
+	if (asprintf(&path, LOCK_DIR "/strata-cvmfs-%s.lock", repo) < 0)
+		return -ENOMEM;
+	int fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return error_set(err, negerrno(), "open %s", path);
+	if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
+		*ret_fd = fd;
+		return 0;
+	}
+	thin_log(c, 0, "publish to %s: waiting for another publish to finish (lock %s)", repo, path);
+	long long deadline = now_ms() + (long long)c->timeout_s * 1000;
+	while (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		if (errno != EWOULDBLOCK && errno != EINTR) {
+			int r = error_set(err, negerrno(), "lock %s", path);
+			close(fd);
+			return r;
+		}
+		if (now_ms() > deadline) {
+			close(fd);
+			return error_setf(err, -ETIMEDOUT, "another publish to %s held %s for more than %us", repo,
+					  path, c->timeout_s);
+		}
+		sleep_ms(POLL_MS);
+	}
+	*ret_fd = fd;
+	return 0;
+}
+
+/* 1 if the repository is in a transaction. */
+static int in_transaction(const thin_config *c, const char *repo)
+{
+	_cleanup_free_ char *cmd = NULL;
+	/* cvmfs_server's own test; the spool layout differs between
+	 * versions. */
+	if (asprintf(&cmd, "cvmfs_server list | grep -E '^%s .*in transaction' >/dev/null", repo) < 0)
+		return -ENOMEM;
+	return thin_run(cmd, NULL, -1, c->timeout_s, NULL) == 0;
+}
+
+static int abort_transaction(const thin_config *c, const char *repo, strata_error *err)
+{
+	_cleanup_free_ char *e_repo = NULL;
+	if (asprintf(&e_repo, "STRATA_REPO=%s", repo) < 0)
+		return -ENOMEM;
+	const char *env[] = {e_repo, NULL};
+	return thin_run("cvmfs_server abort -f \"$STRATA_REPO\"", env, -1, c->timeout_s, err);
+}
+
+/* The client sees the new revision, and the layer resolves through the
+ * thin root. */
+static int wait_visible(const thin_config *c, const char *repo, const char *path, const char *digest, strata_error *err)
+{
+	_cleanup_free_ char *e_repo = NULL;
+	if (asprintf(&e_repo, "STRATA_REPO=%s", repo) < 0)
+		return -ENOMEM;
+	const char *env[] = {e_repo, NULL};
+	const char *remount = c->remount_cmd ? c->remount_cmd : THIN_DEFAULT_REMOUNT_CMD;
+	thin_layer l = {.repo = (char *)repo, .path = (char *)path};
+	memcpy(l.digest, digest, THIN_DIGEST_LEN + 1);
+	long long deadline = now_ms() + (long long)c->timeout_s * 1000, next_remount = 0;
+	strata_error rerr = {0};
+	for (;;) {
+		if (now_ms() >= next_remount) {
+			int r = thin_run(remount, env, -1, c->timeout_s, &rerr);
+			if (r < 0 && !next_remount)
+				thin_log(c, 1, "publish to %s: thin.remount_cmd failed: %s", repo, rerr.message);
+			next_remount = now_ms() + REMOUNT_AGAIN_MS;
+		}
+		_cleanup_free_ char *found = NULL;
+		strata_error e = {0};
+		int r = thin_resolve(c, &l, &found, &e);
+		if (r == 0)
+			return 0;
+		if (r != -ENOENT) {
+			if (err)
+				*err = e;
+			return error_prefix(err, r, "after publishing");
+		}
+		if (now_ms() >= deadline)
+			return error_setf(err, -ETIMEDOUT,
+					  "published, but the layer did not appear at %s/%s/%s within %us (thin.root "
+					  "%s; the client is told to look by thin.remount_cmd: %s%s%s)",
+					  c->root, repo, path, c->timeout_s, c->root, remount,
+					  rerr.message[0] ? ", which failed: " : "", rerr.message);
+		sleep_ms(POLL_MS);
+	}
+}
+
+int cvmfs_publish(const thin_config *c, const char *repo, int tar_fd, const char *digest, uint64_t tar_size,
+		  const thin_lower *lower, thin_published *ret, strata_error *err)
+{
+	int r = cvmfs_check_thin_root(c, repo, err);
+	if (r < 0)
+		return r;
+	/* The layer in the repository's form, in an unnamed file that the
+	 * command reads through /proc (nothing is left if we die). */
+	_cleanup_close_ int tmp = open("/var/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (tmp < 0)
+		return error_set(err, negerrno(), "create a temp file in /var/tmp");
+	repo_record rec = {.digest = digest,
+			   .tar_size = tar_size,
+			   .publisher = "strata (cvmfs)",
+			   .over = lower && *lower->chain ? lower->chain : NULL};
+	repo_form form = {0};
+	r = repo_form_make(tar_fd, lower, REPO_FORM_FLATTEN | REPO_FORM_NO_XATTRS | REPO_FORM_NO_HARDLINKS, tmp, &rec,
+			   &form, err);
+	if (r < 0)
+		return error_prefix(err, r, "convert the layer for CernVM-FS");
+	bool flattened = form.flattened;
+	uint64_t hardlinks = form.hardlinks, xattrs = form.xattrs;
+	repo_form_release(&form);
+	char name[THIN_DIGEST_LEN + 18];
+	if (flattened)
+		snprintf(name, sizeof(name), "%s-%.16s", digest, lower->chain);
+	else
+		snprintf(name, sizeof(name), "%s", digest);
+	*ret = (thin_published){0};
+	snprintf(ret->path, sizeof(ret->path), THIN_LAYERS_DIR "/%.2s/%s/" THIN_LAYERFS, digest, name);
+
+	_cleanup_close_ int lock = -1;
+	r = lock_repo(c, repo, &lock, err);
+	if (r < 0)
+		return r;
+	/* Another publisher may have been first while we waited. */
+	thin_layer l = {.repo = (char *)repo, .path = ret->path};
+	memcpy(l.digest, digest, THIN_DIGEST_LEN + 1);
+	_cleanup_free_ char *found = NULL;
+	if (thin_resolve(c, &l, &found, NULL) == 0) {
+		ret->existed = true;
+		return 0;
+	}
+	r = in_transaction(c, repo);
+	if (r > 0)
+		return error_setf(err, -EBUSY,
+				  "repository %s is in a transaction strata did not open; it is left alone (finish it, "
+				  "or cvmfs_server abort %s)",
+				  repo, repo);
+	if (hardlinks || xattrs)
+		thin_log(c, 1,
+			 "layer sha256:%s: CernVM-FS keeps no hardlinks and no xattrs: %llu hardlink%s published as "
+			 "separate files, the xattrs of %llu entr%s dropped",
+			 digest, (unsigned long long)hardlinks, hardlinks == 1 ? "" : "s", (unsigned long long)xattrs,
+			 xattrs == 1 ? "y" : "ies");
+
+	_cleanup_free_ char *e_repo = NULL, *e_tar = NULL, *e_base = NULL;
+	if (asprintf(&e_repo, "STRATA_REPO=%s", repo) < 0 ||
+	    asprintf(&e_tar, "STRATA_TAR=/proc/%ld/fd/%d", (long)getpid(), tmp) < 0 ||
+	    asprintf(&e_base, "STRATA_BASE=" THIN_LAYERS_DIR "/%.2s/%s", digest, name) < 0)
+		return -ENOMEM;
+	const char *env[] = {e_repo, e_tar, e_base, NULL};
+	strata_error ierr = {0};
+	r = thin_run("cvmfs_server ingest -k -t \"$STRATA_TAR\" -b \"$STRATA_BASE\" \"$STRATA_REPO\"", env, -1,
+		     c->timeout_s, &ierr);
+	if (r < 0) {
+		/* Ours: the repository was in no transaction before it. */
+		strata_error aerr = {0};
+		if (in_transaction(c, repo) > 0 && abort_transaction(c, repo, &aerr) < 0)
+			thin_log(c, 1, "publish to %s: abort the failed transaction: %s", repo, aerr.message);
+		if (err)
+			*err = ierr;
+		return error_prefix(err, r, "cvmfs_server ingest");
+	}
+	flock(lock, LOCK_UN);
+	return wait_visible(c, repo, ret->path, digest, err);
+}
