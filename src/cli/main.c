@@ -54,11 +54,19 @@ int cli_usage_error(const cli_command *cmd, const char *fmt, ...)
 	return EXIT_USAGE;
 }
 
+/* The library's messages that are not errors: a line on stderr each. */
+static void cli_log(int level, const char *message, void *data)
+{
+	(void)data;
+	cli_error("%s: %s", level > 0 ? "warning" : "note", message);
+}
+
 int cli_open(const cli_globals *g, unsigned flags, strata_driver **ret)
 {
 	strata_error err;
 	if (strata_driver_open(g->root, g->options, flags, ret, &err) < 0)
 		return cli_fail(&err);
+	strata_driver_set_log(*ret, cli_log, NULL);
 	return 0;
 }
 
@@ -105,7 +113,8 @@ static void usage(FILE *f)
 		   "                    mountapi=auto|new|legacy, uidmap=C:H:N, gidmap=C:H:N,\n"
 		   "                    thin.root=DIR, thin.mount=external|internal,\n"
 		   "                    thin.mount_cmd=CMD, thin.umount_cmd=CMD, thin.repo=NAME,\n"
-		   "                    thin.publisher=dir:PATH|cmd:CMD, thin.timeout=S\n"
+		   "                    thin.publisher=dir:PATH|cmd:CMD|cvmfs, thin.timeout=S,\n"
+		   "                    thin.remount_cmd=CMD\n"
 		   "  -h, --help        this help; COMMAND --help for a command's\n\n"
 		   "commands:\n");
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)

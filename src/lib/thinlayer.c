@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -334,24 +335,136 @@ static int export_layer(strata_driver *d, const char *name, const tar_opts *o, i
 	return 0;
 }
 
+/*
+ * What a publisher may ask about the layers under a store layer it
+ * publishes (thin_lower): the store layers published before it, over the
+ * thin image's layers, as the published image will stack them (Docker's
+ * -init layer is not in it).  Opened on first use: only an opaque dir in a
+ * layer for a filesystem without xattrs asks.
+ */
+typedef struct chain_lower {
+	strata_driver *d;
+	char *const *names; /* store layers below, lowest first */
+	size_t n_names;
+	const thin_image *image; /* under them; image->n == 0: none */
+	char holder[STRATA_ID_MAX + sizeof("@publish")];
+	bool held;
+	int *fds; /* top first */
+	size_t n_fds;
+	bool opened;
+} chain_lower;
+
+static void chain_lower_release(chain_lower *cl)
+{
+	for (size_t i = 0; i < cl->n_fds; i++)
+		close(cl->fds[i]);
+	free(cl->fds);
+	if (cl->held)
+		thin_release_holder(cl->d, cl->holder, NULL);
+	cl->fds = NULL;
+	cl->n_fds = 0;
+	cl->held = cl->opened = false;
+}
+
+static int chain_lower_open(chain_lower *cl, strata_error *err)
+{
+	strata_driver *d = cl->d;
+	cl->fds = malloc((cl->n_names + cl->image->n + 1) * sizeof(int));
+	if (!cl->fds)
+		return -ENOMEM;
+	for (size_t i = cl->n_names; i-- > 0;) {
+		int fd = openat(d->store->diff_fd, cl->names[i], O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0)
+			return error_set(err, negerrno(), "open %s/diff/%s", d->store->root, cl->names[i]);
+		cl->fds[cl->n_fds++] = fd;
+	}
+	if (cl->image->n > 0 && d->thin.internal) {
+		_cleanup_strv_free_ char **repos = NULL;
+		size_t nr = 0;
+		for (size_t i = 0; i < cl->image->n; i++)
+			if (add_unique(&repos, &nr, cl->image->layers[i].repo) < 0)
+				return -ENOMEM;
+		_cleanup_close_ int tfd = -1;
+		int r = driver_thin_dir(d, true, &tfd);
+		if (r >= 0)
+			r = thin_repos_acquire(&d->thin, tfd, cl->holder, repos, err);
+		if (r < 0)
+			return r;
+		cl->held = true;
+	}
+	for (size_t i = cl->image->n; i-- > 0;) {
+		_cleanup_free_ char *dir = NULL;
+		int r = thin_resolve(&d->thin, &cl->image->layers[i], &dir, err);
+		if (r < 0)
+			return r;
+		int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (fd < 0)
+			return error_set(err, negerrno(), "open %s", dir);
+		cl->fds[cl->n_fds++] = fd;
+	}
+	cl->opened = true;
+	return 0;
+}
+
+static int chain_lower_list(void *data, const char *dir, char ***ret)
+{
+	chain_lower *cl = data;
+	if (!cl->opened) {
+		int r = chain_lower_open(cl, NULL);
+		if (r < 0)
+			return r;
+	}
+	return changes_merged_names(cl->fds, cl->n_fds, cl->d->aufs ? TAR_AUFS : 0, dir, ret, NULL);
+}
+
+/* The chain digest of img's layers (thin_lower.chain). */
+static int chain_digest(const thin_image *img, char ret[THIN_DIGEST_LEN + 1])
+{
+	ret[0] = '\0';
+	if (img->n == 0)
+		return 0;
+	_cleanup_close_ int fd = memfd_create("strata-chain", MFD_CLOEXEC);
+	if (fd < 0)
+		return negerrno();
+	for (size_t i = 0; i < img->n; i++) {
+		char line[THIN_DIGEST_LEN + 2];
+		snprintf(line, sizeof(line), "%s\n", img->layers[i].digest);
+		if (write(fd, line, THIN_DIGEST_LEN + 1) != THIN_DIGEST_LEN + 1)
+			return -EIO;
+	}
+	return thin_digest_fd(fd, ret, NULL);
+}
+
 /* Publishes the store layers `names` (lowest first) with cfg into repo
- * and puts each on top of img. */
+ * and puts each on top of img, whose layers (a thin image's) are below
+ * them.  `holder` names this publish for repository holds. */
 static int publish_layers(strata_driver *d, const thin_config *cfg, const char *repo, char *const *names, size_t n,
-			  const tar_opts *o, thin_image *img, strata_error *err)
+			  const tar_opts *o, thin_image *img, const char *holder, strata_error *err)
 {
 	/* Published without progress reports: those are for the tar the
 	 * caller reads. */
 	tar_opts quiet = *o;
 	quiet.progress = NULL;
+	_cleanup_(thin_image_releasep) thin_image image = {0};
+	int r = thin_image_copy(img, &image);
+	if (r < 0)
+		return r;
 	for (size_t i = 0; i < n; i++) {
 		_cleanup_close_ int tmp = -1;
 		char digest[THIN_DIGEST_LEN + 1];
 		uint64_t size = 0;
-		int r = export_layer(d, names[i], &quiet, &tmp, digest, &size, err);
+		r = export_layer(d, names[i], &quiet, &tmp, digest, &size, err);
 		if (r < 0)
 			return r;
+		chain_lower cl = {.d = d, .names = names, .n_names = i, .image = &image};
+		snprintf(cl.holder, sizeof(cl.holder), "%s@publish", holder);
+		thin_lower lower = {.list = chain_lower_list, .data = &cl};
+		r = chain_digest(img, lower.chain);
+		if (r < 0)
+			return error_set(err, r, "digest of the chain under layer %s", names[i]);
 		thin_published pub;
-		r = thin_publish(cfg, repo, tmp, digest, size, NULL, &pub, err);
+		r = thin_publish(cfg, repo, tmp, digest, size, img->n > 0 ? &lower : NULL, &pub, err);
+		chain_lower_release(&cl);
 		if (r < 0)
 			return error_prefix(err, r, "layer %s", names[i]);
 		r = thin_image_push(img, digest, repo, pub.path);
@@ -389,7 +502,7 @@ int thin_commit(strata_driver *d, const char *id, int dfd, const chain_plan *pla
 	int r = thin_image_copy(&plan->image, &img);
 	if (r < 0)
 		return r;
-	r = publish_layers(d, &d->thin, repo, names, n, o, &img, err);
+	r = publish_layers(d, &d->thin, repo, names, n, o, &img, id, err);
 	if (r < 0)
 		return r;
 	_cleanup_free_ char *text = NULL;
@@ -467,7 +580,7 @@ static int thin_make(strata_driver *d, const char *id, const char *repo, const c
 		names[n++] = parents[k];
 	names[n++] = (char *)id;
 	tar_opts o = {.uids = &d->uids, .gids = &d->gids};
-	r = publish_layers(d, &cfg, repo_name, names, n, &o, &img, err);
+	r = publish_layers(d, &cfg, repo_name, names, n, &o, &img, id, err);
 	if (r < 0)
 		return r;
 	return thin_format(&img, ret_json) < 0 ? -ENOMEM : 0;

@@ -125,12 +125,20 @@ strata_driver *server_driver(plugin_server *s)
 	return d;
 }
 
+/* The library's messages that are not errors, into the log. */
+static void driver_log(int level, const char *message, void *data)
+{
+	(void)data;
+	plugin_log(level > 0 ? PLUGIN_LOG_WARN : PLUGIN_LOG_INFO, "msg=%s", LOG_VALUE(message));
+}
+
 int server_init_driver(plugin_server *s, const char *home, const char *const *options, strata_error *err)
 {
 	strata_driver *d = NULL;
 	int r = strata_driver_open(home, options, STRATA_OPEN_INIT, &d, err);
 	if (r < 0)
 		return r;
+	strata_driver_set_log(d, driver_log, NULL);
 	pthread_mutex_lock(&s->lock);
 	if (s->driver && s->n_retired == RETIRED_DRIVERS_MAX) {
 		pthread_mutex_unlock(&s->lock);
@@ -886,7 +894,9 @@ static void resume(plugin_server *s)
 		return;
 	}
 	strata_error err;
-	if (strata_driver_open(home, (const char *const *)options, STRATA_OPEN_INIT, &s->driver, &err) < 0)
+	if (strata_driver_open(home, (const char *const *)options, STRATA_OPEN_INIT, &s->driver, &err) >= 0)
+		strata_driver_set_log(s->driver, driver_log, NULL);
+	if (!s->driver)
 		plugin_log(PLUGIN_LOG_WARN,
 			   "msg=\"cannot reopen the store of the last Init; waiting for dockerd's\" err=%s",
 			   LOG_VALUE(err.message));

@@ -498,6 +498,54 @@ static int merged_listing(layer_cmp *c, const stack *below, const char *rel, cha
 	return 0;
 }
 
+int changes_merged_names(const int *lower_fds, size_t n_lowers, unsigned flags, const char *rel, char ***ret,
+			 strata_error *err)
+{
+	layer_cmp c = {.lower_fds = lower_fds, .aufs = flags & TAR_AUFS, .err = err};
+	stack st = {0};
+	st.layer = malloc((n_lowers ? n_lowers : 1) * sizeof(size_t));
+	if (!st.layer)
+		return -ENOMEM;
+	for (size_t i = 0; i < n_lowers; i++)
+		st.layer[st.n++] = i;
+	/* Down from the root, one component at a time: the layers that make
+	 * up each dir of the way, as overlay merges them. */
+	_cleanup_free_ char *prefix = strdup(rel);
+	if (!prefix) {
+		free(st.layer);
+		return -ENOMEM;
+	}
+	int r = 0;
+	for (char *slash = *prefix ? prefix : NULL; slash && r >= 0;) {
+		slash = strchr(slash, '/');
+		if (slash)
+			*slash = '\0';
+		struct stat lst;
+		size_t k = 0;
+		r = lookup_below(&c, &st, prefix, &lst, &k);
+		if (r == 0 || (r > 0 && !S_ISDIR(lst.st_mode))) {
+			st.n = 0; /* not a dir down there: nothing below */
+			r = 0;
+			break;
+		}
+		stack next = {0};
+		if (r > 0)
+			r = stack_below(&c, &st, k, prefix, &next);
+		free(st.layer);
+		st = next;
+		if (slash)
+			*slash++ = '/';
+	}
+	if (r >= 0 && st.n == 0) {
+		*ret = calloc(1, sizeof(char *));
+		r = *ret ? 0 : -ENOMEM;
+	} else if (r >= 0) {
+		r = merged_listing(&c, &st, rel, ret);
+	}
+	free(st.layer);
+	return r;
+}
+
 /* One directory of the layer's walk. */
 typedef struct layer_level {
 	char **names; /* sorted */

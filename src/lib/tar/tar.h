@@ -139,6 +139,12 @@ void change_list_release(change_list *l);
 int changes_layer(int upper_fd, const int *lower_fds, size_t n_lowers, unsigned flags, change_list *ret,
 		  strata_error *err);
 
+/* The names in dir `rel` ("" the root) of the merged view of lower_fds
+ * (nearest first) as overlay shows it: sorted, NULL-terminated (caller
+ * frees, strv); empty when rel is no dir there. */
+int changes_merged_names(const int *lower_fds, size_t n_lowers, unsigned flags, const char *rel, char ***ret,
+			 strata_error *err);
+
 /* The naive path: compares two trees (old_fd -1: an empty tree), as
  * Docker's ChangesDirs does. */
 int changes_trees(int old_fd, int new_fd, change_list *ret, strata_error *err);

@@ -136,12 +136,14 @@ static int lock_repo(const thin_config *c, const char *repo, int *ret_fd, strata
 /* 1 if the repository is in a transaction. */
 static int in_transaction(const thin_config *c, const char *repo)
 {
-	_cleanup_free_ char *cmd = NULL;
-	/* cvmfs_server's own test; the spool layout differs between
-	 * versions. */
-	if (asprintf(&cmd, "cvmfs_server list | grep -E '^%s .*in transaction' >/dev/null", repo) < 0)
+	_cleanup_free_ char *e_repo = NULL;
+	if (asprintf(&e_repo, "STRATA_REPO=%s", repo) < 0)
 		return -ENOMEM;
-	return thin_run(cmd, NULL, -1, c->timeout_s, NULL) == 0;
+	const char *env[] = {e_repo, NULL};
+	/* cvmfs_server's own word ("NAME (stratum0 / local - in
+	 * transaction)"); the spool layout differs between versions. */
+	return thin_run("cvmfs_server list | grep -F -- \"$STRATA_REPO (\" | grep -q 'in transaction'", env, -1,
+			c->timeout_s, NULL) == 0;
 }
 
 static int abort_transaction(const thin_config *c, const char *repo, strata_error *err)
@@ -228,11 +230,8 @@ int cvmfs_publish(const thin_config *c, const char *repo, int tar_fd, const char
 	r = lock_repo(c, repo, &lock, err);
 	if (r < 0)
 		return r;
-	/* Another publisher may have been first while we waited. */
-	thin_layer l = {.repo = (char *)repo, .path = ret->path};
-	memcpy(l.digest, digest, THIN_DIGEST_LEN + 1);
-	_cleanup_free_ char *found = NULL;
-	if (thin_resolve(c, &l, &found, NULL) == 0) {
+	/* Published already (maybe by another publisher while we waited). */
+	if (thin_published_at(c, repo, ret->path, digest) > 0) {
 		ret->existed = true;
 		return 0;
 	}

@@ -192,15 +192,6 @@ static int publish_cmd(const thin_config *c, const char *cmd, const char *repo, 
 	return thin_run(cmd, env, tar_fd, c->timeout_s, err);
 }
 
-/* Is the layer at `path` of `repo` there already, through the thin root? */
-static bool published(const thin_config *c, const char *repo, const char *path, const char *digest)
-{
-	thin_layer l = {.repo = (char *)repo, .path = (char *)path};
-	memcpy(l.digest, digest, THIN_DIGEST_LEN + 1);
-	_cleanup_free_ char *found = NULL;
-	return thin_resolve(c, &l, &found, NULL) == 0;
-}
-
 int thin_publish(const thin_config *c, const char *repo, int tar_fd, const char *digest, uint64_t tar_size,
 		 const thin_lower *lower, thin_published *ret, strata_error *err)
 {
@@ -209,15 +200,15 @@ int thin_publish(const thin_config *c, const char *repo, int tar_fd, const char 
 				  "no publisher is configured (driver option thin.publisher=dir:PATH or cmd:COMMAND)");
 	*ret = (thin_published){0};
 	thin_layerfs_path(digest, ret->path);
-	/* Content-addressed: a layer the repository has is not published
-	 * again, whichever publisher made it. */
-	if (published(c, repo, ret->path, digest)) {
-		ret->existed = true;
-		return 0;
-	}
 	int r;
+	/* Content-addressed: a layer the repository has is not published
+	 * again, whichever publisher made it.  (CernVM-FS's place for a layer
+	 * depends on the layers below when it has opaque dirs: that publisher
+	 * looks once it knows.) */
 	if (!strcmp(c->publisher, "cvmfs"))
 		r = cvmfs_publish(c, repo, tar_fd, digest, tar_size, lower, ret, err);
+	else if (thin_published_at(c, repo, ret->path, digest) > 0)
+		return (ret->existed = true), 0;
 	else if (!strncmp(c->publisher, "dir:", 4))
 		r = publish_dir(c->publisher + 4, repo, tar_fd, digest, tar_size, err);
 	else

@@ -64,6 +64,9 @@ int thin_run(const char *cmd, const char *const *env, int stdin_fd, unsigned tim
  * beside it at publication names another digest.
  */
 int thin_resolve(const thin_config *c, const thin_layer *l, char **ret_path, strata_error *err);
+/* 1 if <root>/<repo>/<path> is a layer dir whose record (if any) names
+ * digest, 0 if not (exactly there: no fallback). */
+int thin_published_at(const thin_config *c, const char *repo, const char *path, const char *digest);
 
 /* ---- repository mounts, internal method (repos.c) ----
  * State lives in the store's thin dir (state_fd): users/<holder> lists the

@@ -68,9 +68,12 @@ int thin_resolve(const thin_config *c, const thin_layer *l, char **ret_path, str
 	int r = is_dir(by_url);
 	if (r < 0)
 		return error_set(err, r, "thin layer sha256:%s: stat %s", l->digest, by_url);
+	/* A layer published for one chain (opaque dirs flattened over it)
+	 * is that one or none: the digest's own place may hold it for
+	 * another chain. */
 	if (r > 0)
 		found = &by_url;
-	else if (strcmp(by_url, by_digest) != 0) {
+	else if (strcmp(by_url, by_digest) != 0 && !thin_path_chained(l->path, l->digest)) {
 		r = is_dir(by_digest);
 		if (r < 0)
 			return error_set(err, r, "thin layer sha256:%s: stat %s", l->digest, by_digest);
@@ -78,7 +81,7 @@ int thin_resolve(const thin_config *c, const thin_layer *l, char **ret_path, str
 			found = &by_digest;
 	}
 	if (!found) {
-		if (!strcmp(by_url, by_digest))
+		if (!strcmp(by_url, by_digest) || thin_path_chained(l->path, l->digest))
 			return error_setf(err, -ENOENT, "thin layer sha256:%s is missing: no directory %s", l->digest,
 					  by_url);
 		return error_setf(err, -ENOENT, "thin layer sha256:%s is missing: no directory %s nor %s", l->digest,
@@ -89,4 +92,17 @@ int thin_resolve(const thin_config *c, const thin_layer *l, char **ret_path, str
 		return r;
 	*ret_path = TAKE_PTR(*found);
 	return 0;
+}
+
+int thin_published_at(const thin_config *c, const char *repo, const char *path, const char *digest)
+{
+	_cleanup_free_ char *dir = NULL;
+	if (asprintf(&dir, "%s/%s/%s", c->root, repo, path) < 0)
+		return -ENOMEM;
+	int r = is_dir(dir);
+	if (r <= 0)
+		return r;
+	thin_layer l = {.repo = (char *)repo, .path = (char *)path};
+	memcpy(l.digest, digest, THIN_DIGEST_LEN + 1);
+	return check_record(dir, &l, NULL) == 0 ? 1 : 0;
 }

@@ -19,7 +19,9 @@
 
 extern char **environ;
 
-#define STDERR_TAIL 512
+#define STDERR_TAIL   4096
+#define LINE_MAX_KEPT 300
+#define TAIL_LINES    3
 
 static long long now_ms(void)
 {
@@ -28,18 +30,50 @@ static long long now_ms(void)
 	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* The last non-empty line of what the command wrote, for the message. */
-static const char *last_line(char *buf, size_t len)
+/* Printable, for a one-line message. */
+static void flatten_line(char *p)
 {
-	while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r' || buf[len - 1] == ' '))
-		len--;
-	buf[len] = '\0';
-	char *nl = strrchr(buf, '\n');
-	char *line = nl ? nl + 1 : buf;
-	for (char *p = line; *p; p++)
+	for (; *p; p++)
 		if ((unsigned char)*p < 0x20)
 			*p = ' ';
-	return line;
+}
+
+/* What the command said, for the message: the first line that says
+ * error or fail (commands like cvmfs_server print the cause early and a
+ * generic line last), then its last TAIL_LINES lines, " | " between. */
+static void describe_output(char *tail, size_t len, const char *errline, char *out, size_t size)
+{
+	out[0] = '\0';
+	while (len > 0 && (tail[len - 1] == '\n' || tail[len - 1] == '\r' || tail[len - 1] == ' '))
+		len--;
+	tail[len] = '\0';
+	const char *lines[TAIL_LINES];
+	size_t n = 0;
+	for (char *end = tail + len; n < TAIL_LINES && end > tail;) {
+		char *nl = end;
+		while (nl > tail && nl[-1] != '\n')
+			nl--;
+		*end = '\0';
+		flatten_line(nl);
+		if (*nl)
+			lines[n++] = nl;
+		end = nl > tail ? nl - 1 : tail;
+		if (nl == tail)
+			break;
+	}
+	size_t used = 0;
+	bool err_shown = false;
+	for (size_t i = 0; i < n; i++)
+		err_shown = err_shown || !strcmp(lines[i], errline);
+	if (*errline && !err_shown)
+		used += (size_t)snprintf(out + used, size - used, "%s%s", errline, n ? " ... " : "");
+	for (size_t i = n; i-- > 0 && used < size;)
+		used += (size_t)snprintf(out + used, size - used, "%s%s", lines[i], i ? " | " : "");
+}
+
+static bool says_error(const char *line)
+{
+	return strcasestr(line, "error") || strcasestr(line, "fail");
 }
 
 int thin_run(const char *cmd, const char *const *env, int stdin_fd, unsigned timeout_s, strata_error *err)
@@ -113,6 +147,9 @@ int thin_run(const char *cmd, const char *const *env, int stdin_fd, unsigned tim
 	fcntl(rd, F_SETFL, O_NONBLOCK);
 	char tail[STDERR_TAIL + 1];
 	size_t tail_len = 0;
+	/* The line being read, and the first that said error or fail. */
+	char cur[LINE_MAX_KEPT + 1] = "", errline[LINE_MAX_KEPT + 1] = "";
+	size_t cur_len = 0;
 	long long deadline = now_ms() + (long long)timeout_s * 1000;
 	bool timed_out = false, exited = false, eof = false;
 	int status = 0;
@@ -143,6 +180,18 @@ int thin_run(const char *cmd, const char *const *env, int stdin_fd, unsigned tim
 				eof = true;
 			if (n <= 0)
 				break;
+			for (ssize_t i = 0; i < n && !*errline; i++) {
+				if (buf[i] != '\n') {
+					if (cur_len < LINE_MAX_KEPT)
+						cur[cur_len++] = buf[i];
+					continue;
+				}
+				cur[cur_len] = '\0';
+				flatten_line(cur);
+				if (says_error(cur))
+					memcpy(errline, cur, cur_len + 1);
+				cur_len = 0;
+			}
 			size_t take = (size_t)n;
 			if (take >= STDERR_TAIL) {
 				memcpy(tail, buf + take - STDERR_TAIL, STDERR_TAIL);
@@ -158,7 +207,12 @@ int thin_run(const char *cmd, const char *const *env, int stdin_fd, unsigned tim
 			}
 		}
 	}
-	const char *said = last_line(tail, tail_len);
+	cur[cur_len] = '\0';
+	flatten_line(cur);
+	if (!*errline && says_error(cur))
+		memcpy(errline, cur, cur_len + 1);
+	char said[STRATA_ERROR_MAX / 2];
+	describe_output(tail, tail_len, errline, said, sizeof(said));
 	if (timed_out)
 		return error_setf(err, -ETIMEDOUT, "\"%s\" did not finish within %us (killed)%s%s", cmd, timeout_s,
 				  *said ? ": " : "", said);

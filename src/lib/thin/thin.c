@@ -147,6 +147,20 @@ void thin_layerfs_path(const char *digest, char *ret)
 	snprintf(ret, THIN_LAYERFS_PATH_LEN + 1, "%s/%.2s/%s/%s", THIN_LAYERS_DIR, digest, digest, THIN_LAYERFS);
 }
 
+bool thin_path_chained(const char *path, const char *digest)
+{
+	char want[THIN_LAYERFS_PATH_LEN + 18];
+	snprintf(want, sizeof(want), "%s/%.2s/%s-", THIN_LAYERS_DIR, digest, digest);
+	size_t wl = strlen(want);
+	if (strncmp(path, want, wl) != 0)
+		return false;
+	const char *rest = path + wl;
+	for (int i = 0; i < 16; i++)
+		if (!((rest[i] >= '0' && rest[i] <= '9') || (rest[i] >= 'a' && rest[i] <= 'f')))
+			return false;
+	return !strcmp(rest + 16, "/" THIN_LAYERFS);
+}
+
 /* A url in CernVM-FS's layout names its digest: it must be the layer's. */
 static bool layout_digest_mismatch(const char *path, const char *digest)
 {

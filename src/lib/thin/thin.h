@@ -97,6 +97,11 @@ bool thin_digest_parse(const char *s, char ret[THIN_DIGEST_LEN + 1]);
 #define THIN_LAYERFS_PATH_LEN (sizeof(THIN_LAYERS_DIR) + 3 + THIN_DIGEST_LEN + 1 + sizeof(THIN_LAYERFS) - 1)
 void thin_layerfs_path(const char *digest, char *ret);
 
+/* Is path ".layers/<hh>/<digest>-<16 hex>/layerfs": the layer published
+ * for one chain below it (opaque dirs flattened), never to be found by
+ * its digest alone? */
+bool thin_path_chained(const char *path, const char *digest);
+
 /*
  * Reads <dirfd>/thin.json: 1 and *ret when it is there and valid, 0 when
  * there is none, a negative errno when it is unreadable, too large, not a
