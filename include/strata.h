@@ -220,8 +220,16 @@ STRATA_API void strata_change_list_clear(strata_change_list *list);
  *                           sh -c commands for internal mounts, with
  *                           $STRATA_REPO and $STRATA_MOUNTPOINT set
  *                           (default: mount -t cvmfs / umount)
- *   thin.publisher=dir:PATH|cmd:CMD
- *                           where a diff on a thin image publishes layers
+ *   thin.publisher=dir:PATH|cmd:CMD|cvmfs
+ *                           where a diff on a thin image publishes layers:
+ *                           extracted under PATH, the tar on CMD's stdin,
+ *                           or cvmfs_server ingest on a CernVM-FS release
+ *                           manager (whiteouts as devices, opaque dirs
+ *                           flattened over the chain below, one publish
+ *                           per repository at a time, aborted on failure)
+ *   thin.remount_cmd=CMD    after a cvmfs publish: the reading client sees
+ *                           the new revision (default: cvmfs_talk -i
+ *                           "$STRATA_REPO" remount sync)
  *   thin.repo=NAME          the repository they go to (default: that of the
  *                           image's top layer)
  *   thin.timeout=SECONDS    for each command (default 300)
