@@ -1,78 +1,35 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Reading container images from docker save archives, OCI layouts and OCI
- * archives (see image.h).
- *
- * An archive is a tar on a seekable fd: one pass records every entry
- * (name, type, size, link target, where its headers start), sorted by name
- * for lookups and to find duplicates; reading an entry starts a reader at
- * its headers.  docker save writes manifest.json last, so nothing can be
- * read in one go.
- * A directory is read with openat2(RESOLVE_IN_ROOT): its symlinks stay
- * inside it.
+ * Container images from docker save archives, OCI layouts and OCI archives
+ * (see image.h): which image, its config and its layers, from manifest.json
+ * or index.json; every JSON file and blob checked against the digest and
+ * size its name or descriptor gives.  The files themselves come from
+ * archive.c.
  */
 #include <archive.h>
 #include <archive_entry.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
-#include <linux/openat2.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
 
 #include "tar/tar.h"
+#include "thin/archive.h"
 #include "thin/image.h"
 #include "util/banned.h"
 #include "util/error.h"
 #include "util/fs.h"
 #include "util/macro.h"
 
-#define IO_BLOCK    (128 * 1024)
-#define LINK_HOPS   16
 #define BLOB_PREFIX "blobs/sha256/"
 
-/* OCI's media types that are not images, and buildkit's attestations. */
+/* The annotations that name an image in an OCI index. */
 #define REF_NAME_ANNOTATION	   "org.opencontainers.image.ref.name"
 #define CONTAINERD_NAME_ANNOTATION "io.containerd.image.name"
-
-enum entry_type { ENTRY_FILE, ENTRY_DIR, ENTRY_LINK, ENTRY_OTHER };
-
-typedef struct src_entry {
-	char *name;   /* cleaned */
-	char *target; /* ENTRY_LINK: the entry it names (cleaned); NULL when it leads out */
-	uint64_t size;
-	int64_t offset; /* where its headers start in the tar */
-	enum entry_type type;
-} src_entry;
-
-struct image_source {
-	char *path; /* as given, for messages */
-	bool is_dir;
-	bool compressed;
-	int fd; /* the directory, or the plain tar */
-	src_entry *entries;
-	size_t n;
-};
-
-/* One open entry: a file of the directory, or the archive positioned at
- * the entry's data. */
-typedef struct src_stream {
-	int fd;
-	struct archive *a;
-	uint64_t size;
-	const char *name;
-} src_stream;
-
-#define SRC_STREAM_INIT                                                                                                \
-	{                                                                                                              \
-		.fd = -1                                                                                               \
-	}
 
 int image_sha256(const void *data, size_t len, char ret[THIN_DIGEST_LEN + 1])
 {
@@ -212,409 +169,17 @@ static int normalize_ref(const char *ref, char **ret)
 	return 0;
 }
 
-/* ---- the source: a directory or a tar ---- */
-
-static image_source *source_free(image_source *s)
-{
-	if (!s)
-		return NULL;
-	for (size_t i = 0; i < s->n; i++) {
-		free(s->entries[i].name);
-		free(s->entries[i].target);
-	}
-	free(s->entries);
-	if (s->fd >= 0)
-		close(s->fd);
-	free(s->path);
-	free(s);
-	return NULL;
-}
-
-static int entry_cmp(const void *a, const void *b)
-{
-	return strcmp(((const src_entry *)a)->name, ((const src_entry *)b)->name);
-}
-
-static src_entry *entry_find(const image_source *s, const char *name)
-{
-	src_entry key = {.name = (char *)name};
-	return bsearch(&key, s->entries, s->n, sizeof(*s->entries), entry_cmp);
-}
-
-/* Where a symlink at `name` pointing to `link` leads, lexically, inside
- * the archive: *ret NULL when it leads out (absolute, or too many ".."). */
-static int resolve_link(const char *name, const char *link, char **ret)
-{
-	*ret = NULL;
-	if (!link || link[0] == '/' || !*link)
-		return 0;
-	strbuf sb = {0};
-	const char *slash = strrchr(name, '/');
-	int r = strbuf_append(&sb, "", 0);
-	if (r >= 0 && slash)
-		r = strbuf_append(&sb, name, (size_t)(slash - name));
-	for (const char *p = link; r >= 0 && *p;) {
-		const char *e = strchrnul(p, '/');
-		size_t n = (size_t)(e - p);
-		if (n == 2 && p[0] == '.' && p[1] == '.') {
-			if (sb.len == 0) {
-				strbuf_release(&sb);
-				return 0; /* out of the archive */
-			}
-			char *up = memrchr(sb.buf, '/', sb.len);
-			strbuf_truncate(&sb, up ? (size_t)(up - sb.buf) : 0);
-		} else if (n > 0 && !(n == 1 && p[0] == '.')) {
-			if (sb.len > 0)
-				r = strbuf_append(&sb, "/", 1);
-			if (r >= 0)
-				r = strbuf_append(&sb, p, n);
-		}
-		p = *e ? e + 1 : e;
-	}
-	if (r < 0) {
-		strbuf_release(&sb);
-		return r;
-	}
-	*ret = strbuf_detach(&sb);
-	return *ret ? 0 : -ENOMEM;
-}
-
-static struct archive *tar_reader_new(void)
-{
-	struct archive *a = archive_read_new();
-	if (a && archive_read_support_format_tar(a) != ARCHIVE_OK) {
-		archive_read_free(a);
-		a = NULL;
-	}
-	return a;
-}
-
-static int support_filters(struct archive *a)
-{
-	return archive_read_support_filter_gzip(a) == ARCHIVE_OK && archive_read_support_filter_zstd(a) == ARCHIVE_OK &&
-			       archive_read_support_filter_xz(a) == ARCHIVE_OK &&
-			       archive_read_support_filter_bzip2(a) == ARCHIVE_OK &&
-			       archive_read_support_filter_lz4(a) == ARCHIVE_OK
-		       ? 0
-		       : -ENOMEM;
-}
-
-/* Writes all of buf to fd. */
-static int write_all(int fd, const void *buf, size_t n)
-{
-	const char *p = buf;
-	while (n > 0) {
-		ssize_t w = write(fd, p, n);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0)
-			return negerrno();
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
-/* A compressed archive, decompressed into an unnamed temp file. */
-static int spool(image_source *s, int tmp_dir_fd, strata_error *err)
-{
-	_cleanup_close_ int tmp = openat(tmp_dir_fd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-	if (tmp < 0)
-		return error_set(err, negerrno(), "create a temp file to decompress the archive into");
-	struct archive *a = archive_read_new();
-	if (!a || support_filters(a) < 0 || archive_read_support_format_raw(a) != ARCHIVE_OK) {
-		archive_read_free(a);
-		return -ENOMEM;
-	}
-	_cleanup_free_ char *buf = malloc(IO_BLOCK);
-	struct archive_entry *e;
-	int r = buf ? 0 : -ENOMEM;
-	if (r >= 0 && lseek(s->fd, 0, SEEK_SET) < 0)
-		r = error_set(err, negerrno(), "rewind the archive");
-	if (r >= 0 &&
-	    (archive_read_open_fd(a, s->fd, IO_BLOCK) != ARCHIVE_OK || archive_read_next_header(a, &e) != ARCHIVE_OK))
-		r = error_setf(err, -EINVAL, "decompress the archive: %s", archive_error_string(a));
-	uint64_t total = 0;
-	while (r >= 0) {
-		la_ssize_t n = archive_read_data(a, buf, IO_BLOCK);
-		if (n == 0)
-			break;
-		if (n < 0) {
-			r = error_setf(err, -EINVAL, "decompress the archive: %s", archive_error_string(a));
-			break;
-		}
-		total += (uint64_t)n;
-		if (total > IMAGE_SPOOL_MAX)
-			r = error_setf(err, -EFBIG, "decompress the archive: more than %llu GiB",
-				       (unsigned long long)(IMAGE_SPOOL_MAX >> 30));
-		else if ((r = write_all(tmp, buf, (size_t)n)) < 0)
-			error_set(err, r, "write the decompressed archive to a temp file");
-	}
-	archive_read_free(a);
-	if (r < 0)
-		return r;
-	close(s->fd);
-	s->fd = TAKE_FD(tmp);
-	return 0;
-}
-
-/* Opens an archive reader on the plain tar from `offset`. */
-static int open_pass(image_source *s, int64_t offset, struct archive **ret, strata_error *err)
-{
-	if (lseek(s->fd, offset, SEEK_SET) < 0)
-		return error_set(err, negerrno(), "rewind the archive");
-	struct archive *a = tar_reader_new();
-	if (!a)
-		return -ENOMEM;
-	if (archive_read_open_fd(a, s->fd, IO_BLOCK) != ARCHIVE_OK) {
-		int r = error_setf(err, -EINVAL, "%s", archive_error_string(a));
-		archive_read_free(a);
-		return r;
-	}
-	*ret = a;
-	return 0;
-}
-
-/* The pass that lists the archive.  A tar that ends without its
- * end-of-archive blocks was cut at an entry boundary: refused like one cut
- * inside an entry, which libarchive reports. */
-static int scan(image_source *s, strata_error *err)
-{
-	struct archive *a = NULL;
-	int r = open_pass(s, 0, &a, err);
-	if (r < 0)
-		return r;
-	size_t alloc = 0;
-	uint64_t data_end = 0;
-	struct archive_entry *e;
-	int ar;
-	for (;;) {
-		ar = archive_read_next_header(a, &e);
-		if (ar != ARCHIVE_OK && ar != ARCHIVE_WARN)
-			break;
-		if (s->n >= IMAGE_ENTRIES_MAX) {
-			r = error_setf(err, -E2BIG, "more than %d entries", IMAGE_ENTRIES_MAX);
-			break;
-		}
-		const char *raw = archive_entry_pathname(e), *why = NULL;
-		char *name = NULL;
-		r = tar_clean_name(raw, &name, &why);
-		if (r == -EINVAL) {
-			r = error_setf(err, r, "entry \"%s\": %s", QUOTE(raw), why);
-			break;
-		}
-		if (r < 0)
-			break;
-		int64_t size = archive_entry_size(e);
-		data_end = (uint64_t)archive_filter_bytes(a, 0) + (((uint64_t)(size > 0 ? size : 0) + 511) & ~511ull);
-		if (!*name) { /* "./": the archive's root */
-			free(name);
-			continue;
-		}
-		if (grow(&s->entries, &alloc, s->n, sizeof(*s->entries), 64) < 0) {
-			free(name);
-			r = -ENOMEM;
-			break;
-		}
-		src_entry *x = &s->entries[s->n++];
-		*x = (src_entry){
-			.name = name, .size = size > 0 ? (uint64_t)size : 0, .offset = archive_read_header_position(a)};
-		const char *hard = archive_entry_hardlink(e);
-		mode_t type = archive_entry_filetype(e);
-		if (hard) {
-			x->type = ENTRY_LINK;
-			/* A hardlink names an entry from the archive's root. */
-			if (tar_clean_name(hard, &x->target, &why) == -ENOMEM)
-				r = -ENOMEM;
-		} else if (type == AE_IFLNK) {
-			x->type = ENTRY_LINK;
-			r = resolve_link(name, archive_entry_symlink(e), &x->target);
-		} else {
-			x->type = type == AE_IFREG ? ENTRY_FILE : type == AE_IFDIR ? ENTRY_DIR : ENTRY_OTHER;
-		}
-		if (r < 0)
-			break;
-	}
-	if (r >= 0 && ar != ARCHIVE_EOF)
-		r = s->n == 0 ? error_setf(err, -EINVAL, "not a tar archive (nor a directory)")
-			      : error_setf(err, -EINVAL, "the archive is damaged or truncated: %s",
-					   archive_error_string(a));
-	if (r >= 0 && s->n > 0 && (uint64_t)archive_filter_bytes(a, 0) <= data_end)
-		r = error_setf(err, -EINVAL, "the archive is truncated (it ends without the end-of-archive blocks)");
-	archive_read_free(a);
-	if (r < 0)
-		return r;
-	qsort(s->entries, s->n, sizeof(*s->entries), entry_cmp);
-	for (size_t i = 1; i < s->n; i++)
-		if (!strcmp(s->entries[i - 1].name, s->entries[i].name) &&
-		    (s->entries[i].type != ENTRY_DIR || s->entries[i - 1].type != ENTRY_DIR))
-			return error_setf(err, -EINVAL, "entry \"%s\" is in it twice", QUOTE(s->entries[i].name));
-	return 0;
-}
-
-static int source_open(const char *path, int tmp_dir_fd, image_source **ret, strata_error *err)
-{
-	image_source *s = calloc(1, sizeof(*s));
-	if (!s || !(s->path = strdup(path))) {
-		free(s);
-		return -ENOMEM;
-	}
-	s->fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-	struct stat st;
-	int r = 0;
-	if (s->fd < 0 || fstat(s->fd, &st) < 0)
-		r = error_set(err, negerrno(), "open %s", path);
-	else if (S_ISDIR(st.st_mode))
-		s->is_dir = true;
-	else if (!S_ISREG(st.st_mode))
-		r = error_setf(err, -EINVAL, "not an archive (a regular file) or an OCI layout (a directory)");
-	if (r >= 0 && !s->is_dir) {
-		/* Compressed?  The first header tells, through the filters. */
-		struct archive *a = tar_reader_new();
-		struct archive_entry *e;
-		if (!a || support_filters(a) < 0) {
-			r = -ENOMEM;
-		} else if (archive_read_open_fd(a, s->fd, IO_BLOCK) != ARCHIVE_OK ||
-			   archive_read_next_header(a, &e) != ARCHIVE_OK) {
-			r = error_setf(err, -EINVAL, "not a tar archive (nor a directory): %s",
-				       archive_error_string(a) ? archive_error_string(a) : "empty");
-		} else {
-			s->compressed = archive_filter_count(a) > 1;
-		}
-		archive_read_free(a);
-		if (r >= 0 && s->compressed)
-			r = spool(s, tmp_dir_fd, err);
-		if (r >= 0)
-			r = scan(s, err);
-	}
-	if (r < 0) {
-		source_free(s);
-		return r;
-	}
-	*ret = s;
-	return 0;
-}
-
-static bool source_has(const image_source *s, const char *name)
-{
-	if (!s->is_dir)
-		return entry_find(s, name) != NULL;
-	struct open_how how = {.flags = O_PATH | O_CLOEXEC, .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS};
-	long fd = syscall(SYS_openat2, s->fd, name, &how, sizeof(how));
-	if (fd >= 0)
-		close((int)fd);
-	return fd >= 0;
-}
-
-static void stream_close(src_stream *st)
-{
-	if (st->fd >= 0)
-		close(st->fd);
-	if (st->a)
-		archive_read_free(st->a);
-	*st = (src_stream)SRC_STREAM_INIT;
-}
-
-/* Opens `name` (a path relative to the archive's or layout's root) for
- * reading.  -ENOENT when it is not there. */
-static int stream_open(image_source *s, const char *name, src_stream *ret, strata_error *err)
-{
-	src_stream st = SRC_STREAM_INIT;
-	st.name = name;
-	if (s->is_dir) {
-		/* In the layout's root whatever its symlinks say; a fifo does
-		 * not block the open (O_NONBLOCK) and is refused after it. */
-		struct open_how how = {.flags = O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK,
-				       .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS};
-		long fd = syscall(SYS_openat2, s->fd, name, &how, sizeof(how));
-		if (fd < 0)
-			return error_set(err, negerrno(), "open %s", QUOTE(name));
-		st.fd = (int)fd;
-		struct stat sb;
-		int r = fstat(st.fd, &sb) < 0  ? error_set(err, negerrno(), "stat %s", QUOTE(name))
-			: !S_ISREG(sb.st_mode) ? error_setf(err, -EINVAL, "%s is not a regular file", QUOTE(name))
-					       : 0;
-		if (r < 0) {
-			stream_close(&st);
-			return r;
-		}
-		st.size = (uint64_t)sb.st_size;
-		*ret = st;
-		return 0;
-	}
-	const src_entry *e = NULL;
-	const char *want = name;
-	for (int hop = 0; hop <= LINK_HOPS; hop++) {
-		e = entry_find(s, want);
-		if (!e)
-			return error_setf(err, -ENOENT, "%s is not in the archive%s", QUOTE(name),
-					  hop ? " (a link to a missing entry)" : "");
-		if (e->type != ENTRY_LINK)
-			break;
-		if (!e->target)
-			return error_setf(err, -EPERM, "%s is a link that leads out of the archive", QUOTE(name));
-		want = e->target;
-		e = NULL;
-	}
-	if (!e)
-		return error_setf(err, -ELOOP, "%s: too many links", QUOTE(name));
-	if (e->type != ENTRY_FILE)
-		return error_setf(err, -EINVAL, "%s is not a regular file", QUOTE(name));
-	/* Straight to its headers: a reader needs nothing of what comes
-	 * before (docker save and OCI archives have no global pax headers). */
-	int r = open_pass(s, e->offset, &st.a, err);
-	struct archive_entry *ae = NULL;
-	if (r >= 0) {
-		int ar = archive_read_next_header(st.a, &ae);
-		if (ar != ARCHIVE_OK && ar != ARCHIVE_WARN)
-			r = error_setf(err, -EIO, "read %s: %s", QUOTE(name), archive_error_string(st.a));
-	}
-	if (r >= 0) {
-		/* The file must not have changed since the listing. */
-		_cleanup_free_ char *got = NULL;
-		const char *why;
-		if (tar_clean_name(archive_entry_pathname(ae), &got, &why) < 0 || strcmp(got, e->name) != 0)
-			r = error_setf(err, -EIO, "changed while it was read");
-	}
-	if (r < 0) {
-		stream_close(&st);
-		return r;
-	}
-	st.size = e->size;
-	*ret = st;
-	return 0;
-}
-
-/* Reads up to n bytes: the count, 0 at the end, or -errno. */
-static ssize_t stream_read(src_stream *st, void *buf, size_t n, strata_error *err)
-{
-	if (st->a) {
-		la_ssize_t got = archive_read_data(st->a, buf, n);
-		if (got < 0)
-			return error_setf(err, -EIO, "read %s: %s", QUOTE(st->name), archive_error_string(st->a));
-		return got;
-	}
-	for (;;) {
-		ssize_t got = read(st->fd, buf, n);
-		if (got < 0 && errno == EINTR)
-			continue;
-		if (got < 0)
-			return error_set(err, negerrno(), "read %s", QUOTE(st->name));
-		return got;
-	}
-}
-
 /* A whole small file, checked against the digest its name or `digest`
  * gives, and against `size` (-1: any). */
 static int read_small(image_source *s, const char *name, const char *digest, int64_t size, char **ret, size_t *ret_len,
 		      strata_error *err)
 {
-	src_stream st;
-	int r = stream_open(s, name, &st, err);
+	image_stream st;
+	int r = image_stream_open(s, name, &st, err);
 	if (r < 0)
 		return r;
 	if (st.size > IMAGE_JSON_MAX) {
-		stream_close(&st);
+		image_stream_close(&st);
 		return error_setf(err, -EFBIG, "%s has %" PRIu64 " bytes, more than the %u allowed", QUOTE(name),
 				  st.size, IMAGE_JSON_MAX);
 	}
@@ -625,7 +190,7 @@ static int read_small(image_source *s, const char *name, const char *digest, int
 	if (!buf)
 		r = -ENOMEM;
 	while (r >= 0) {
-		ssize_t n = stream_read(&st, buf + len, cap - len, err);
+		ssize_t n = image_stream_read(&st, buf + len, cap - len, err);
 		if (n < 0)
 			r = (int)n;
 		else if (n == 0)
@@ -633,7 +198,7 @@ static int read_small(image_source *s, const char *name, const char *digest, int
 		else if ((len += (size_t)n) > st.size)
 			r = error_setf(err, -EIO, "%s changed while it was read", QUOTE(name));
 	}
-	stream_close(&st);
+	image_stream_close(&st);
 	if (r < 0)
 		return r;
 	buf[len] = '\0';
@@ -1088,12 +653,12 @@ static int check_blobs(image_source *s, const image *img, strata_error *err)
 {
 	for (size_t i = 0; i < img->n_layers; i++) {
 		const image_layer *l = &img->layers[i];
-		src_stream st;
-		int r = stream_open(s, l->name, &st, err);
+		image_stream st;
+		int r = image_stream_open(s, l->name, &st, err);
 		if (r < 0)
 			return error_prefix(err, r, "layer %zu", i + 1);
 		uint64_t size = st.size;
-		stream_close(&st);
+		image_stream_close(&st);
 		if (l->blob_size >= 0 && size != (uint64_t)l->blob_size)
 			return error_setf(err, -EBADMSG,
 					  "layer %zu: %s has %" PRIu64 " bytes, its descriptor says %" PRId64, i + 1,
@@ -1110,7 +675,7 @@ void image_release(image *img)
 	free(img->ref);
 	strv_free(img->tags);
 	json_decref(img->config);
-	source_free(img->src);
+	image_source_free(img->src);
 	*img = (image){0};
 }
 
@@ -1119,18 +684,18 @@ int image_open(const char *path, int tmp_dir_fd, const char *tag, image *ret, st
 	image img = {0};
 	candidates c = {0};
 	json_t *top = NULL, *config = NULL;
-	int r = source_open(path, tmp_dir_fd, &img.src, err);
+	int r = image_source_open(path, tmp_dir_fd, &img.src, err);
 	if (r < 0)
 		return r;
 	image_source *s = img.src;
-	bool docker = source_has(s, "manifest.json");
+	bool docker = image_source_has(s, "manifest.json");
 	if (docker) {
 		img.format = "docker save";
 		r = read_json(s, "manifest.json", NULL, -1, &top, err);
 		if (r >= 0)
 			r = docker_candidates(top, &c, err);
-	} else if (source_has(s, "index.json")) {
-		img.format = s->is_dir ? "OCI layout" : "OCI archive";
+	} else if (image_source_has(s, "index.json")) {
+		img.format = image_source_is_dir(s) ? "OCI layout" : "OCI archive";
 		json_t *layout = NULL;
 		r = read_json(s, "oci-layout", NULL, -1, &layout, err);
 		const char *v = json_string_value(json_object_get(layout, "imageLayoutVersion"));
@@ -1179,7 +744,7 @@ int image_open(const char *path, int tmp_dir_fd, const char *tag, image *ret, st
 
 typedef struct blob_reader {
 	image_source *s;
-	src_stream st;
+	image_stream st;
 	EVP_MD_CTX *md;
 	uint64_t bytes;
 	int error; /* the stream's, when libarchive stops */
@@ -1190,7 +755,7 @@ typedef struct blob_reader {
 static la_ssize_t blob_read(struct archive *a, void *data, const void **ret_buf)
 {
 	blob_reader *b = data;
-	ssize_t n = stream_read(&b->st, b->buf, IO_BLOCK, b->err);
+	ssize_t n = image_stream_read(&b->st, b->buf, IMAGE_IO_BLOCK, b->err);
 	if (n < 0) {
 		b->error = (int)n;
 		archive_set_error(a, EIO, "%s", b->err ? b->err->message : "read error");
@@ -1222,19 +787,19 @@ int image_layer_read(image *img, size_t i, int out_fd, char ret_digest[THIN_DIGE
 {
 	image_source *s = img->src;
 	const image_layer *l = &img->layers[i];
-	blob_reader b = {.s = s, .st = SRC_STREAM_INIT, .err = err};
+	blob_reader b = {.s = s, .st = IMAGE_STREAM_INIT, .err = err};
 	EVP_MD_CTX *tar_md = EVP_MD_CTX_new();
 	b.md = EVP_MD_CTX_new();
-	b.buf = malloc(IO_BLOCK);
-	char *out = malloc(IO_BLOCK);
+	b.buf = malloc(IMAGE_IO_BLOCK);
+	char *out = malloc(IMAGE_IO_BLOCK);
 	struct archive *a = archive_read_new();
 	int r = 0;
-	if (!tar_md || !b.md || !b.buf || !out || !a || support_filters(a) < 0 ||
+	if (!tar_md || !b.md || !b.buf || !out || !a || image_support_filters(a) < 0 ||
 	    archive_read_support_format_raw(a) != ARCHIVE_OK || EVP_DigestInit_ex(b.md, EVP_sha256(), NULL) != 1 ||
 	    EVP_DigestInit_ex(tar_md, EVP_sha256(), NULL) != 1)
 		r = -ENOMEM;
 	if (r >= 0)
-		r = stream_open(s, l->name, &b.st, err);
+		r = image_stream_open(s, l->name, &b.st, err);
 	uint64_t size = 0;
 	struct archive_entry *e;
 	/* An empty blob is an empty tar stream: libarchive would see no
@@ -1245,7 +810,7 @@ int image_layer_read(image *img, size_t i, int out_fd, char ret_digest[THIN_DIGE
 			r = b.error ? b.error
 				    : error_setf(err, -EINVAL, "%s: %s", QUOTE(l->name), archive_error_string(a));
 		while (r >= 0) {
-			la_ssize_t n = archive_read_data(a, out, IO_BLOCK);
+			la_ssize_t n = archive_read_data(a, out, IMAGE_IO_BLOCK);
 			if (n == 0)
 				break;
 			if (n < 0) {
@@ -1260,7 +825,7 @@ int image_layer_read(image *img, size_t i, int out_fd, char ret_digest[THIN_DIGE
 					       (unsigned long long)(IMAGE_LAYER_MAX >> 30));
 			else if (EVP_DigestUpdate(tar_md, out, (size_t)n) != 1)
 				r = -EIO;
-			else if (out_fd >= 0 && (r = write_all(out_fd, out, (size_t)n)) < 0)
+			else if (out_fd >= 0 && (r = image_write_all(out_fd, out, (size_t)n)) < 0)
 				error_set(err, r, "write layer %zu to a temp file", i + 1);
 		}
 		/* What the decompressor did not need is part of the blob. */
@@ -1283,7 +848,7 @@ int image_layer_read(image *img, size_t i, int out_fd, char ret_digest[THIN_DIGE
 		r = error_setf(err, -EBADMSG, "%s has %" PRIu64 " bytes, its descriptor says %" PRId64, QUOTE(l->name),
 			       b.bytes, l->blob_size);
 	archive_read_free(a);
-	stream_close(&b.st);
+	image_stream_close(&b.st);
 	EVP_MD_CTX_free(b.md);
 	EVP_MD_CTX_free(tar_md);
 	free(b.buf);

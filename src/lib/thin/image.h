@@ -33,11 +33,9 @@
 #include "strata.h"
 #include "thin/thin.h"
 
-#define IMAGE_JSON_MAX	    (16u << 20)	    /* manifest.json, index.json, a manifest, a config */
-#define IMAGE_ENTRIES_MAX   100000	    /* entries of an archive */
-#define IMAGE_LAYER_MAX	    (256ull << 30)  /* a layer tar, decompressed */
-#define IMAGE_SPOOL_MAX	    (1024ull << 30) /* a compressed archive, decompressed */
-#define IMAGE_MANIFESTS_MAX 1024	    /* manifests and indexes looked at in a layout */
+#define IMAGE_JSON_MAX	    (16u << 20)	   /* manifest.json, index.json, a manifest, a config */
+#define IMAGE_LAYER_MAX	    (256ull << 30) /* a layer tar, decompressed */
+#define IMAGE_MANIFESTS_MAX 1024	   /* manifests and indexes looked at in a layout */
 
 typedef struct image_source image_source;
 
