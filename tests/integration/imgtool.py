@@ -12,6 +12,9 @@
     imgtool.py hostile SAVE.tar OUT
         OUT/<case>.tar (and OUT/<case>/ for layouts): broken or hostile
         images, one per case; prints "<case> <file>" per line.
+    imgtool.py duplayer SAVE.tar OUT.tar
+        the image with its second layer listed again on top (tagged
+        tf/dup:1): a thin image lists a digest once
     imgtool.py layers SAVE.tar
         the diff_ids of the image, base first, one hex digest per line
     imgtool.py tars SAVE.tar OUT
@@ -280,6 +283,17 @@ def hostile(save, out):
         print(case, path)
 
 
+def duplayer(save, out):
+    files, manifest = read_save(save)
+    m = manifest[0]
+    cfg = json.loads(files[m["Config"]])
+    cfg["rootfs"]["diff_ids"].append(cfg["rootfs"]["diff_ids"][1])
+    cb = json.dumps(cfg).encode()
+    entries = [(n, files[n]) for n in sorted(files) if n not in ("manifest.json", m["Config"], "repositories")]
+    man = [{"Config": sha(cb) + ".json", "RepoTags": ["tf/dup:1"], "Layers": m["Layers"] + [m["Layers"][1]]}]
+    write_tar(out, entries + [(sha(cb) + ".json", cb), ("manifest.json", json.dumps(man).encode())])
+
+
 def layers(save):
     files, manifest = read_save(save)
     for d in json.loads(files[manifest[0]["Config"]])["rootfs"]["diff_ids"]:
@@ -372,6 +386,8 @@ def main():
         convert(sys.argv[2], sys.argv[3])
     elif cmd == "hostile":
         hostile(sys.argv[2], sys.argv[3])
+    elif cmd == "duplayer":
+        duplayer(sys.argv[2], sys.argv[3])
     elif cmd == "layers":
         layers(sys.argv[2])
     elif cmd == "tars":

@@ -203,6 +203,16 @@ for f in layout oci.tar docker25.tar save.tar.gz; do
 		failn "thin make --from $f: the same layers" "$(cat "$W/$f.err")"
 	fi
 done
+# A layer listed twice: thin.json lists a digest once.
+python3 "$IMGTOOL" duplayer "$W/img.tar" "$W/dup.tar"
+if from "$W/dup.tar" >"$W/dup.json" 2>"$W/dup.err"; then
+	is "a layer listed again on top: thin.json lists the 4 layers once" "$(jlayers "$W/dup.json")" "$(jlayers "$W/thin.json")"
+	is "stderr says layer 5 is layer 2 again, with a warning" \
+		"$(grep -c -e '^layer 5/5 sha256:[0-9a-f]* is layer 2 again: listed once$' \
+			-e '^strata: warning: layer 5/5 .* is layer 2 again: .* its 10 entries are not applied again' "$W/dup.err")" 2
+else
+	failn "a layer listed again on top" "$(cat "$W/dup.err")"
+fi
 # The layout published into a fresh repository: gzip and zstd blobs decompressed.
 CV2=$TEST_TMP/cvmfs2
 mkdir -p "$CV2/$RN"
