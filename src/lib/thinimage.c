@@ -258,16 +258,30 @@ static int write_loadable(const image *img, const char *json, const char *repo, 
 
 static int check_layers(image *img, uint64_t *sizes, strata_error *err)
 {
+	_cleanup_free_ char(*digests)[THIN_DIGEST_LEN + 1] = calloc(img->n_layers + 1, sizeof(*digests));
+	if (!digests)
+		return -ENOMEM;
 	for (size_t i = 0; i < img->n_layers; i++) {
-		char digest[THIN_DIGEST_LEN + 1];
-		int r = image_layer_read(img, i, -1, digest, &sizes[i], err);
+		/* A blob the image lists again is read once: an archive of a
+		 * few KiB could otherwise have one decompression bomb hashed
+		 * 500 times. */
+		size_t j = 0;
+		while (j < i && strcmp(img->layers[j].name, img->layers[i].name) != 0)
+			j++;
+		int r = 0;
+		if (j < i) {
+			memcpy(digests[i], digests[j], sizeof(digests[i]));
+			sizes[i] = sizes[j];
+		} else {
+			r = image_layer_read(img, i, -1, digests[i], &sizes[i], err);
+		}
 		if (r < 0)
 			return error_prefix(err, r, "layer %zu/%zu", i + 1, img->n_layers);
-		if (strcmp(digest, img->layers[i].diff_id) != 0)
+		if (strcmp(digests[i], img->layers[i].diff_id) != 0)
 			return error_setf(
 				err, -EBADMSG,
 				"layer %zu/%zu (%s): its tar has sha256:%s, the config's diff_id says sha256:%s", i + 1,
-				img->n_layers, img->layers[i].name, digest, img->layers[i].diff_id);
+				img->n_layers, img->layers[i].name, digests[i], img->layers[i].diff_id);
 	}
 	return 0;
 }
