@@ -410,13 +410,14 @@ static int thin_make_from(strata_driver *d, const char *path, const strata_thin_
 	r = check_layers(&img, sizes, err);
 	if (r < 0)
 		return r;
-	thin_log(&cfg, 0, "%s: %s %s, %zu layers, checked", label, img.format, img.ref, img.n_layers);
+	thin_log(&cfg, 0, "%s: %s %s, %zu layers, checked", QUOTE(label), img.format, QUOTE(img.ref), img.n_layers);
 
 	_cleanup_(thin_image_releasep) thin_image out = {0};
 	_cleanup_(lower_index_freep) lower_index *index = NULL;
 	_cleanup_(strbuf_releasep) strbuf chain = {0};
 	if (!(out.version = strdup(THIN_VERSION)) ||
-	    asprintf(&out.origin, "strata thin make --from %s (%s %s)", label, img.format, img.ref) < 0) {
+	    /* Quoted: a file name need not be UTF-8, thin.json must be. */
+	    asprintf(&out.origin, "strata thin make --from %s (%s %s)", QUOTE(label), img.format, QUOTE(img.ref)) < 0) {
 		out.origin = NULL;
 		return -ENOMEM;
 	}
