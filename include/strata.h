@@ -269,6 +269,51 @@ STRATA_API void strata_thin_report_clear(strata_thin_report *report);
 STRATA_API int strata_thin_make(strata_driver *driver, const char *id, const char *repo, const char *publisher,
 				char **ret_json, strata_error *err);
 
+/* What strata_thin_make_from has done, after each layer. */
+typedef struct strata_thin_make_progress {
+	size_t index, total; /* this layer is number index (1-based) of total, base first */
+	const char *digest;  /* sha256 (hex) of the layer tar, its diff_id */
+	uint64_t size;	     /* bytes of the layer tar, uncompressed */
+	const char *path;    /* where it is in the repository (the url's path); NULL for a duplicate */
+	int existed;	     /* the repository had it already: not published again */
+	size_t duplicate;    /* nonzero: the same as layer number `duplicate` below, listed once */
+} strata_thin_make_progress;
+
+typedef void (*strata_thin_make_fn)(const strata_thin_make_progress *progress, void *data);
+
+typedef struct strata_thin_make_options {
+	const char *repo;      /* "NAME" or "cvmfs://NAME"; NULL: driver option thin.repo */
+	const char *publisher; /* "dir:PATH" or "cmd:COMMAND"; NULL: driver option thin.publisher */
+	/* The image to take when the archive holds several (a RepoTag, an
+	 * org.opencontainers.image.ref.name or io.containerd.image.name;
+	 * "NAME" is "NAME:latest"), and the tag of the loadable image; NULL:
+	 * the archive's only image, with its own tags. */
+	const char *tag;
+	int out_fd;		      /* >= 0: write a loadable thin image (a docker save archive) here; -1: none */
+	strata_thin_make_fn progress; /* may be NULL; called from the calling thread */
+	void *progress_data;
+	void *reserved[4]; /* zero */
+} strata_thin_make_options;
+
+/*
+ * Publishes the layers of the image in `image_path` into a repository,
+ * without Docker: a `docker save` archive (classic or Docker 25's layout),
+ * an OCI image layout directory or an OCI archive, compressed or not, with
+ * plain, gzip or zstd layers.  Every layer is checked first (its blob
+ * against its digest, its tar against the config's diff_id), so an archive
+ * that is not whole and right publishes nothing; then each, base first, is
+ * decompressed into an unnamed temp file in the store root and published
+ * (one the repository has is kept), the publisher being told the merged
+ * names of the layers below.  *ret_json (caller frees): the thin.json of
+ * the thin image.  With o->out_fd, also writes a docker save archive of
+ * the thin image to it: one layer holding that thin.json, the original's
+ * config (its rootfs and history made the thin image's) and tags (or
+ * o->tag).  The input is untrusted: a hostile archive is refused, naming
+ * what is wrong in it.
+ */
+STRATA_API int strata_thin_make_from(strata_driver *driver, const char *image_path, const strata_thin_make_options *o,
+				     char **ret_json, strata_error *err);
+
 /* ---- AUFS-format stores (SPEC section 2) ---- */
 
 /* What an import or check has done, after each layer. */

@@ -49,6 +49,8 @@ typedef struct cli_progress {
 } cli_progress;
 void cli_progress_init(cli_progress *c, const char *label, bool quiet, strata_tar_options *o);
 void cli_progress_abort(const cli_progress *c, const strata_tar_options *o);
+/* "12.3 MiB" into buf. */
+const char *cli_human(double bytes, char *buf, size_t size);
 
 /* An output file (-o FILE), see output.c.  cli_output_open and
  * cli_output_commit return 0 or, having printed why, EXIT_FAILURE. */

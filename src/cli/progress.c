@@ -57,3 +57,8 @@ void cli_progress_abort(const cli_progress *c, const strata_tar_options *o)
 	if (o->progress && c)
 		fputs("\r\033[K", stderr);
 }
+
+const char *cli_human(double bytes, char *buf, size_t size)
+{
+	return human(bytes, buf, size);
+}
