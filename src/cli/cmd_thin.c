@@ -23,12 +23,6 @@ static void print_layer(const strata_thin_make_progress *p, void *data)
 			p->existed ? "already in the repository" : "published");
 }
 
-static void print_log(int level, const char *message, void *data)
-{
-	(void)data;
-	cli_error("%s: %s", level > 0 ? "warning" : "note", message);
-}
-
 static int thin_make_from(const cli_globals *g, const char *from, const strata_thin_make_options *opts,
 			  const char *output)
 {
@@ -36,7 +30,6 @@ static int thin_make_from(const cli_globals *g, const char *from, const strata_t
 	int rc = cli_open(g, 0, &d);
 	if (rc)
 		return rc;
-	strata_driver_set_log(d, print_log, NULL);
 	strata_thin_make_options o = *opts;
 	cli_output out = {.fd = -1, .dir_fd = -1};
 	if (output && (rc = cli_output_open(&out, output, "thin make")) != 0) {
