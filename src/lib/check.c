@@ -523,7 +523,7 @@ static int check_mounts(checker *c)
 		rel += *rel == '/';
 		/* Whatever is at mnt/<name> is judged with that name (above),
 		 * and so is init's probe. */
-		if (!strncmp(rel, "mnt/", 4) && !strchr(rel + 4, '/'))
+		if (!strncmp(rel, "mnt/", 4) && strrchr(rel, '/') == rel + 3)
 			continue;
 		if (!strncmp(rel, ".probe-", 7))
 			continue;
