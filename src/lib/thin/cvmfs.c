@@ -36,6 +36,10 @@
 #define SERVER_CONF_DIR	 "/etc/cvmfs/repositories.d"
 #define POLL_MS		 200
 #define REMOUNT_AGAIN_MS 5000
+/* Looking at and aborting a transaction after a failed ingest: given this
+ * long at least, whatever thin.timeout (which the ingest may just have
+ * used up). */
+#define RECOVERY_TIMEOUT_S 120
 
 static void sleep_ms(long ms)
 {
@@ -133,6 +137,11 @@ static int lock_repo(const thin_config *c, const char *repo, int *ret_fd, strata
 	return 0;
 }
 
+static unsigned recovery_timeout(const thin_config *c)
+{
+	return c->timeout_s > RECOVERY_TIMEOUT_S ? c->timeout_s : RECOVERY_TIMEOUT_S;
+}
+
 /* 1 if the repository is in a transaction. */
 static int in_transaction(const thin_config *c, const char *repo)
 {
@@ -143,7 +152,7 @@ static int in_transaction(const thin_config *c, const char *repo)
 	/* cvmfs_server's own word ("NAME (stratum0 / local - in
 	 * transaction)"); the spool layout differs between versions. */
 	return thin_run("cvmfs_server list | grep -F -- \"$STRATA_REPO (\" | grep -q 'in transaction'", env, -1,
-			c->timeout_s, NULL) == 0;
+			recovery_timeout(c), NULL) == 0;
 }
 
 static int abort_transaction(const thin_config *c, const char *repo, strata_error *err)
@@ -152,7 +161,7 @@ static int abort_transaction(const thin_config *c, const char *repo, strata_erro
 	if (asprintf(&e_repo, "STRATA_REPO=%s", repo) < 0)
 		return -ENOMEM;
 	const char *env[] = {e_repo, NULL};
-	return thin_run("cvmfs_server abort -f \"$STRATA_REPO\"", env, -1, c->timeout_s, err);
+	return thin_run("cvmfs_server abort -f \"$STRATA_REPO\"", env, -1, recovery_timeout(c), err);
 }
 
 /* The client sees the new revision, and the layer resolves through the
