@@ -164,10 +164,24 @@ static int abort_transaction(const thin_config *c, const char *repo, strata_erro
 	return thin_run("cvmfs_server abort -f \"$STRATA_REPO\"", env, -1, recovery_timeout(c), err);
 }
 
+/* 1 if <root>/<repo> is a mount point. */
+static int thin_root_mounted(const thin_config *c, const char *repo)
+{
+	_cleanup_close_ int fd = open(c->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT ? 0 : negerrno();
+	int r = fs_is_mount_point_at(fd, repo);
+	return r == -ENOENT ? 0 : r;
+}
+
 /* The client sees the new revision, and the layer resolves through the
  * thin root. */
 static int wait_visible(const thin_config *c, const char *repo, const char *path, const char *digest, strata_error *err)
 {
+	/* The internal method with no union using the repository now: there
+	 * is no client to tell, and the next mount reads the new revision. */
+	if (c->internal && thin_root_mounted(c, repo) == 0)
+		return 0;
 	_cleanup_free_ char *e_repo = NULL;
 	if (asprintf(&e_repo, "STRATA_REPO=%s", repo) < 0)
 		return -ENOMEM;
