@@ -105,6 +105,22 @@ int cvmfs_check_thin_root(const thin_config *c, const char *repo, strata_error *
 			  mine, repo, uni, repo);
 }
 
+/* 1 if the repository holds the layer at path, as its release manager
+ * sees it (its union, read-only outside a transaction): published, even
+ * if no client was told yet (the publisher was killed before it could),
+ * or none of the thin root mounts the repository now (internal method). */
+static int published_on_server(const thin_config *c, const char *repo, const char *path, const char *digest)
+{
+	_cleanup_free_ char *uni = release_manager_union(repo);
+	size_t n = uni ? strlen(uni) : 0, rl = strlen(repo);
+	if (n <= rl + 1 || uni[n - rl - 1] != '/' || strcmp(uni + n - rl, repo) != 0)
+		return 0;
+	uni[n - rl - 1] = '\0';
+	thin_config server = *c;
+	server.root = uni;
+	return thin_published_at(&server, repo, path, digest);
+}
+
 /* The lock of one repository's publishes, across processes and stores. */
 static int lock_repo(const thin_config *c, const char *repo, int *ret_fd, strata_error *err)
 {
@@ -264,6 +280,11 @@ int cvmfs_publish(const thin_config *c, const char *repo, int tar_fd, const char
 				  "repository %s is in a transaction strata did not open; it is left alone (finish it, "
 				  "or cvmfs_server abort %s)",
 				  repo, repo);
+	if (published_on_server(c, repo, ret->path, digest) > 0) {
+		ret->existed = true;
+		flock(lock, LOCK_UN);
+		return wait_visible(c, repo, ret->path, digest, err);
+	}
 	if (hardlinks || xattrs)
 		thin_log(c, 1,
 			 "layer sha256:%s: CernVM-FS keeps no hardlinks and no xattrs: %llu hardlink%s published as "
