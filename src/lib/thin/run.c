@@ -78,9 +78,7 @@ static bool says_error(const char *line)
 	return strcasestr(line, "error") || strcasestr(line, "fail");
 }
 
-/* Whether a process of group pgid is still running (a zombie is not: an
- * init that does not reap leaves them in the group for good). */
-static bool group_running(pid_t pgid)
+bool thin_group_running(pid_t pgid)
 {
 	if (kill(-pgid, 0) < 0 && errno == ESRCH)
 		return false;
@@ -125,11 +123,17 @@ static void kill_group(pid_t pgid)
 {
 	kill(-pgid, SIGKILL);
 	long long deadline = now_ms() + GROUP_EXIT_MS;
-	while (group_running(pgid) && now_ms() < deadline)
+	while (thin_group_running(pgid) && now_ms() < deadline)
 		usleep(20000);
 }
 
 int thin_run(const char *cmd, const char *const *env, int stdin_fd, unsigned timeout_s, strata_error *err)
+{
+	return thin_run_notify(cmd, env, stdin_fd, timeout_s, NULL, NULL, err);
+}
+
+int thin_run_notify(const char *cmd, const char *const *env, int stdin_fd, unsigned timeout_s,
+		    void (*started)(pid_t pgid, void *data), void *data, strata_error *err)
 {
 	size_t n_env = 0, n_extra = 0;
 	while (environ && environ[n_env])
@@ -192,6 +196,8 @@ int thin_run(const char *cmd, const char *const *env, int stdin_fd, unsigned tim
 	posix_spawnattr_destroy(&attr);
 	if (sr != 0)
 		return error_set(err, -sr, "run \"%s\"", cmd);
+	if (started)
+		started(pid, data);
 	close(wr);
 	wr = -1;
 
