@@ -622,6 +622,11 @@ fi
 # ================================================================================
 st create TX IMG
 echo tx >"$R/diff/TX/tx"
+# Also a record of a killed publish that strata did not write (the lock
+# dir is world-writable): it does not make that transaction strata's.
+MARKER=/run/lock/strata-cvmfs-$REPO.ingest
+echo 999999 >"$MARKER"
+chown 65534:65534 "$MARKER"
 cvmfs_server transaction "$REPO" >/dev/null 2>&1 || fail "cvmfs_server transaction $REPO"
 err=$(timeout 120 "$STRATA" --root "$R" "${CV[@]}" -o thin.publisher=cvmfs diff TX -o "$W/tx.tar" 2>&1)
 rc=$?
@@ -631,6 +636,9 @@ else
 	fail "someone else's transaction: the publish fails with a clear message" "rc=$rc" "$err"
 fi
 is "someone else's transaction is left open" "$(in_transaction && echo yes)" yes
+is "a record of a killed publish that is not strata's is ignored, said so" \
+	"$(grep -c "warning: publish to $REPO: $MARKER is not a file strata wrote: ignored" <<<"$err")" 1
+rm -f "$MARKER"
 cvmfs_server abort -f "$REPO" >/dev/null 2>&1
 check "after the abort, the publish works" stc -o thin.publisher=cvmfs diff TX -o "$W/tx.tar"
 

@@ -217,7 +217,10 @@ static void marker_write(pid_t pgid, void *data)
 	const char *path = data;
 	char text[32];
 	int n = snprintf(text, sizeof(text), "%ld\n", (long)pgid);
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+	/* LOCK_DIR is world-writable (sticky): a new file of ours, never one
+	 * someone else left there. */
+	unlink(path);
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd >= 0) {
 		if (write(fd, text, (size_t)n) != n)
 			unlink(path);
@@ -248,6 +251,10 @@ static int recover_abandoned(const thin_config *c, const char *repo, strata_erro
 		return errno == ENOENT ? 0 : error_set(err, negerrno(), "open %s", path);
 	if (fstat(fd, &mst) < 0 || read(fd, text, sizeof(text) - 1) < 0)
 		return error_set(err, negerrno(), "read %s", path);
+	if (mst.st_uid != geteuid() || !S_ISREG(mst.st_mode)) {
+		thin_log(c, 1, "publish to %s: %s is not a file strata wrote: ignored", repo, path);
+		return 0;
+	}
 	char *end = NULL;
 	long pgid = strtol(text, &end, 10);
 	if (pgid > 1 && end != text && thin_group_running((pid_t)pgid)) {
