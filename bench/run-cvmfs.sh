@@ -164,11 +164,11 @@ for k in make raw; do # untimed: the content objects into the repository
 	fi
 done
 tar_bytes=$(stat -c %s "$scratch/w-raw.tar")
+pub_kinds=(make raw)
 for ((r = 0; r < runs; r++)); do
 	echo "publish round $((r + 1))/$runs"
 	for ((j = 0; j < 2; j++)); do
-		k=(make raw)
-		k=${k[(r + j) % 2]}
+		k=${pub_kinds[(r + j) % 2]}
 		layer "p$r-$k"
 		if [[ $k == make ]]; then
 			prep

@@ -597,7 +597,7 @@ stc umount X3T-c >/dev/null 2>&1
 # 6. A failing ingest (a real one: its upload dir made immutable)
 # ================================================================================
 st create FI IMG
-echo fi >"$R/diff/FI/fi"
+echo failing >"$R/diff/FI/fi"
 TXN=$(sed -n 's/^CVMFS_UPSTREAM_STORAGE=local,\([^,]*\),.*/\1/p' "/etc/cvmfs/repositories.d/$REPO/server.conf")
 rev0=$(revision)
 if [ -d "$TXN" ] && chattr +i "$TXN" 2>/dev/null; then
