@@ -81,12 +81,14 @@ static int classify(const char *path, char **ret)
 }
 
 /* The layer's names as they will be (whiteouts under their victims'
- * names), sorted; and its opaque dirs. */
+ * names), sorted; its opaque dirs; and its dirs. */
 typedef struct layer_names {
 	char **paths;
 	size_t n, alloc;
 	char **opaque;
 	size_t n_opaque, alloc_opaque;
+	char **dirs;
+	size_t n_dirs, alloc_dirs;
 } layer_names;
 
 static void layer_names_release(layer_names *l)
@@ -95,8 +97,11 @@ static void layer_names_release(layer_names *l)
 		free(l->paths[i]);
 	for (size_t i = 0; i < l->n_opaque; i++)
 		free(l->opaque[i]);
+	for (size_t i = 0; i < l->n_dirs; i++)
+		free(l->dirs[i]);
 	free(l->paths);
 	free(l->opaque);
+	free(l->dirs);
 	*l = (layer_names){0};
 }
 
@@ -142,6 +147,13 @@ static int collect_names(struct archive *a, layer_names *out, strata_error *err)
 		if (r == 2 && !*p) {
 			free(p); /* an opaque mark on the layer's root: overlay ignores it */
 			continue;
+		}
+		if (r == 0 && archive_entry_filetype(e) == AE_IFDIR) {
+			char *d = strdup(p);
+			if (!d || push(&out->dirs, &out->n_dirs, &out->alloc_dirs, d) < 0) {
+				free(p);
+				return -ENOMEM;
+			}
 		}
 		if (r < 0 || (r = push(r == 2 ? &out->opaque : &out->paths, r == 2 ? &out->n_opaque : &out->n,
 				       r == 2 ? &out->alloc_opaque : &out->alloc, p)) < 0)
@@ -496,6 +508,15 @@ static int replaced_dirs(const layer_names *l, const char *opaque, char ***ret, 
 			char *a = strndup(p, (size_t)(s - p));
 			r = a ? push(&v, &n, &alloc, a) : -ENOMEM;
 		}
+	}
+	/* And so is every dir entry below it, also one with nothing in it
+	 * here (an empty dir over a populated one below). */
+	for (size_t i = 0; r >= 0 && i < l->n_dirs; i++) {
+		const char *p = l->dirs[i];
+		if (strncmp(p, opaque, ol) != 0 || p[ol] != '/')
+			continue;
+		char *a = strdup(p);
+		r = a ? push(&v, &n, &alloc, a) : -ENOMEM;
 	}
 	if (r < 0) {
 		for (size_t i = 0; i < n; i++)

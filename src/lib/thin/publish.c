@@ -202,14 +202,22 @@ int thin_publish(const thin_config *c, const char *repo, int tar_fd, const char 
 	thin_layerfs_path(digest, ret->path);
 	int r;
 	/* Content-addressed: a layer the repository has is not published
-	 * again, whichever publisher made it.  (CernVM-FS's place for a layer
-	 * depends on the layers below when it has opaque dirs: that publisher
-	 * looks once it knows.) */
+	 * again, whichever publisher made it: at its digest's place, or at
+	 * the place of its copy flattened over exactly these layers below
+	 * (what the cvmfs publisher makes of a layer with opaque dirs), which
+	 * is as right here.  (The cvmfs publisher itself looks once it knows
+	 * which of the two it would make.) */
+	char chained[THIN_PUBLISHED_PATH_MAX];
+	snprintf(chained, sizeof(chained), THIN_LAYERS_DIR "/%.2s/%s-%.16s/" THIN_LAYERFS, digest, digest,
+		 lower ? lower->chain : "");
 	if (!strcmp(c->publisher, "cvmfs"))
 		r = cvmfs_publish(c, repo, tar_fd, digest, tar_size, lower, ret, err);
 	else if (thin_published_at(c, repo, ret->path, digest) > 0)
 		return (ret->existed = true), 0;
-	else if (!strncmp(c->publisher, "dir:", 4))
+	else if (lower && *lower->chain && thin_published_at(c, repo, chained, digest) > 0) {
+		snprintf(ret->path, sizeof(ret->path), "%s", chained);
+		return (ret->existed = true), 0;
+	} else if (!strncmp(c->publisher, "dir:", 4))
 		r = publish_dir(c->publisher + 4, repo, tar_fd, digest, tar_size, err);
 	else
 		r = publish_cmd(c, c->publisher + 4, repo, tar_fd, digest, tar_size, err);

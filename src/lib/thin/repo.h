@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "strata.h"
 #include "thin/thin.h"
@@ -52,9 +53,15 @@ int thin_publisher_validate(const char *spec, strata_error *err);
  * Runs `cmd` with /bin/sh -c, `env` (KEY=VALUE, NULL-terminated) added to
  * the environment, stdin from stdin_fd (-1: /dev/null), in its own process
  * group, killed after timeout_s.  A non-zero exit is an error that gives
- * the status and the last line the command wrote to stderr.
+ * the status and the last line the command wrote to stderr.  A command
+ * that fails or times out has what is left of its process group killed.
  */
 int thin_run(const char *cmd, const char *const *env, int stdin_fd, unsigned timeout_s, strata_error *err);
+/* thin_run, calling started(its process group, data) once it runs. */
+int thin_run_notify(const char *cmd, const char *const *env, int stdin_fd, unsigned timeout_s,
+		    void (*started)(pid_t pgid, void *data), void *data, strata_error *err);
+/* Whether a process of group pgid is still running (zombies are not). */
+bool thin_group_running(pid_t pgid);
 
 /* ---- resolving (resolve.c) ---- */
 /*

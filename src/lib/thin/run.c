@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Running the mount, unmount and publish commands (see repo.h). */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -22,6 +23,7 @@ extern char **environ;
 #define STDERR_TAIL   4096
 #define LINE_MAX_KEPT 300
 #define TAIL_LINES    3
+#define GROUP_EXIT_MS 10000 /* for a killed process group to be gone */
 
 static long long now_ms(void)
 {
@@ -76,7 +78,62 @@ static bool says_error(const char *line)
 	return strcasestr(line, "error") || strcasestr(line, "fail");
 }
 
+bool thin_group_running(pid_t pgid)
+{
+	if (kill(-pgid, 0) < 0 && errno == ESRCH)
+		return false;
+	DIR *proc = opendir("/proc");
+	if (!proc)
+		return true;
+	bool running = false;
+	struct dirent *de;
+	while (!running && (de = readdir(proc))) {
+		if (de->d_name[0] < '1' || de->d_name[0] > '9')
+			continue;
+		char path[300], buf[512];
+		snprintf(path, sizeof(path), "/proc/%s/stat", de->d_name);
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		ssize_t n = read(fd, buf, sizeof(buf) - 1);
+		close(fd);
+		if (n <= 0)
+			continue;
+		buf[n] = '\0';
+		/* "pid (comm) state ppid pgrp ...": comm may hold anything */
+		const char *p = strrchr(buf, ')');
+		char state;
+		long ppid, pgrp;
+		if (p && sscanf(p + 1, " %c %ld %ld", &state, &ppid, &pgrp) == 3 && pgrp == (long)pgid &&
+		    state != 'Z' && state != 'X')
+			running = true;
+	}
+	closedir(proc);
+	return running;
+}
+
+/*
+ * Kills what is left of a command's process group and waits (a while)
+ * until it is gone.  A command that failed or was killed must not go on
+ * behind our back: `cvmfs_server ingest` killed leaves its
+ * cvmfs_swissknife running inside the transaction, holding the lock that
+ * the abort which follows needs.
+ */
+static void kill_group(pid_t pgid)
+{
+	kill(-pgid, SIGKILL);
+	long long deadline = now_ms() + GROUP_EXIT_MS;
+	while (thin_group_running(pgid) && now_ms() < deadline)
+		usleep(20000);
+}
+
 int thin_run(const char *cmd, const char *const *env, int stdin_fd, unsigned timeout_s, strata_error *err)
+{
+	return thin_run_notify(cmd, env, stdin_fd, timeout_s, NULL, NULL, err);
+}
+
+int thin_run_notify(const char *cmd, const char *const *env, int stdin_fd, unsigned timeout_s,
+		    void (*started)(pid_t pgid, void *data), void *data, strata_error *err)
 {
 	size_t n_env = 0, n_extra = 0;
 	while (environ && environ[n_env])
@@ -139,6 +196,8 @@ int thin_run(const char *cmd, const char *const *env, int stdin_fd, unsigned tim
 	posix_spawnattr_destroy(&attr);
 	if (sr != 0)
 		return error_set(err, -sr, "run \"%s\"", cmd);
+	if (started)
+		started(pid, data);
 	close(wr);
 	wr = -1;
 
@@ -154,17 +213,27 @@ int thin_run(const char *cmd, const char *const *env, int stdin_fd, unsigned tim
 	bool timed_out = false, exited = false, eof = false;
 	int status = 0;
 	while (!exited) {
-		pid_t w = waitpid(pid, &status, WNOHANG);
-		if (w < 0 && errno != EINTR)
+		/* WNOWAIT: it stays a zombie until reaped below, so its pid,
+		 * the group's id, cannot be reused while kill_group uses it. */
+		siginfo_t si = {0};
+		if (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) < 0 && errno != EINTR)
 			return error_set(err, negerrno(), "wait for \"%s\"", cmd);
-		exited = w == pid;
+		exited = si.si_pid == pid;
 		if (!exited && now_ms() >= deadline) {
 			timed_out = true;
 			kill(-pid, SIGKILL);
-			while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+			while (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOWAIT) < 0 && errno == EINTR)
 				;
 			exited = true;
 		}
+		/* Failed: nothing it started runs on (its daemons, which leave
+		 * the group, are not touched).  Success leaves the group as
+		 * it is: a mount command's FUSE daemon may still be in it. */
+		if (exited && (timed_out || si.si_code != CLD_EXITED || si.si_status != 0))
+			kill_group(pid);
+		if (exited)
+			while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+				;
 		if (!exited && !eof) {
 			struct pollfd p = {.fd = rd, .events = POLLIN};
 			poll(&p, 1, 50);
