@@ -16,9 +16,12 @@
 #
 # 2. Publishing: `strata thin make --publisher cvmfs` of a minbase layer
 #    (export from the store, sha256, conversion to the repository's form,
-#    one ingest, the client told and the layer seen through it) against raw
-#    `cvmfs_server ingest -k -t FILE -b DIR REPO` of the plain layer tar
-#    that `strata diff` makes of the same layer (no conversion, no remount).
+#    one ingest, the client told and the layer seen through it), and
+#    `strata thin make --from SAVE.tar --publisher cvmfs` of a docker-save
+#    archive holding that layer's tar (check pass, decompression, sha256,
+#    the same publish), against raw `cvmfs_server ingest -k -t FILE -b DIR
+#    REPO` of the plain layer tar that `strata diff` makes of the same layer
+#    (no conversion, no remount).
 #    Each run publishes a new layer (minbase plus a file naming the run) to
 #    a new place; CernVM-FS stores file content by hash, so after the first,
 #    untimed, publish of each kind the content objects exist already and
@@ -154,27 +157,65 @@ layer() {
 	st apply --quiet "$id" -i "$minbase" >/dev/null
 	echo "$id $$" >"$scratch/store/diff/$id/.strata-bench"
 }
-for k in make raw; do # untimed: the content objects into the repository
+# mksave LAYER.tar OUT.tar: a classic `docker save` archive of one layer.
+mksave() {
+	"$py" - "$1" "$2" <<'PY'
+import hashlib, io, json, sys, tarfile
+layer, out = sys.argv[1], sys.argv[2]
+h = hashlib.sha256()
+with open(layer, "rb") as f:
+    for b in iter(lambda: f.read(1 << 20), b""):
+        h.update(b)
+diff_id = h.hexdigest()
+config = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Cmd": ["/bin/sh"]},
+                     "rootfs": {"type": "layers", "diff_ids": ["sha256:" + diff_id]}}).encode()
+cid = hashlib.sha256(config).hexdigest()
+manifest = json.dumps([{"Config": cid + ".json", "RepoTags": ["bench/from:latest"],
+                        "Layers": [diff_id + "/layer.tar"]}]).encode()
+with tarfile.open(out, "w") as t:
+    for name, data in ((cid + ".json", config), ("manifest.json", manifest)):
+        ti = tarfile.TarInfo(name)
+        ti.size = len(data)
+        t.addfile(ti, io.BytesIO(data))
+    t.add(layer, arcname=diff_id + "/layer.tar")
+PY
+}
+for k in make from raw; do # untimed: the content objects into the repository
 	layer "w-$k"
 	if [[ $k == make ]]; then
 		st thin make --repo "$repo" --publisher cvmfs "w-$k" >/dev/null 2>>"$scratch/make.log" || die "thin make failed"
+	elif [[ $k == from ]]; then
+		st diff "w-$k" -o "$scratch/w-$k.layer"
+		mksave "$scratch/w-$k.layer" "$scratch/w-$k.save"
+		st thin make --repo "$repo" --publisher cvmfs --from "$scratch/w-$k.save" >/dev/null 2>>"$scratch/make.log" ||
+			die "thin make --from failed"
+		rm -f "$scratch/w-$k.layer" "$scratch/w-$k.save"
 	else
 		st diff "w-$k" -o "$scratch/w-$k.tar"
 		cvmfs_server ingest -k -t "$scratch/w-$k.tar" -b "bench/w-$k" "$repo" >/dev/null 2>&1 || die "ingest failed"
 	fi
 done
 tar_bytes=$(stat -c %s "$scratch/w-raw.tar")
-pub_kinds=(make raw)
+pub_kinds=(make from raw)
 for ((r = 0; r < runs; r++)); do
 	echo "publish round $((r + 1))/$runs"
-	for ((j = 0; j < 2; j++)); do
-		k=${pub_kinds[(r + j) % 2]}
+	for ((j = 0; j < 3; j++)); do
+		k=${pub_kinds[(r + j) % 3]}
 		layer "p$r-$k"
 		if [[ $k == make ]]; then
 			prep
 			find "$scratch/store/diff/p$r-$k" -type f -exec cat {} + >/dev/null # its input, read once
 			"$py" "$scratch/timeit.py" "$res/pub.make" \
 				"$STRATA" --root "$scratch/store" "${thin_opts[@]}" thin make --repo "$repo" --publisher cvmfs "p$r-$k"
+		elif [[ $k == from ]]; then
+			st diff "p$r-$k" -o "$scratch/p$r.layer"
+			mksave "$scratch/p$r.layer" "$scratch/p$r.save"
+			rm -f "$scratch/p$r.layer"
+			prep "$scratch/p$r.save"
+			"$py" "$scratch/timeit.py" "$res/pub.from" \
+				"$STRATA" --root "$scratch/store" "${thin_opts[@]}" thin make --repo "$repo" --publisher cvmfs \
+				--from "$scratch/p$r.save"
+			rm -f "$scratch/p$r.save"
 		else
 			st diff "p$r-$k" -o "$scratch/p$r.tar"
 			prep "$scratch/p$r.tar"
@@ -212,13 +253,16 @@ for k in ("full", "full-s", "cold", "warm"):
     print("  %-28s %7.3fs  %5.2fx overlay2" % (what[k], m[k], m[k] / m["full"]))
 print()
 print("2. publishing a minbase layer (%d bytes as strata's tar), s:" % tar_bytes)
-for k, label in (("make", "strata thin make --publisher cvmfs"), ("raw", "cvmfs_server ingest -t (plain tar)")):
+kinds = (("make", "strata thin make --publisher cvmfs"), ("from", "strata thin make --from (docker save)"),
+         ("raw", "cvmfs_server ingest -t (plain tar)"))
+for k, label in kinds:
     r = rows("pub." + k)
-    print("  %-36s %s" % (label, "  ".join("%.2f" % t for t in r)))
+    print("  %-38s %s" % (label, "  ".join("%.2f" % t for t in r)))
 print()
-mk, rw = statistics.median(rows("pub.make")), statistics.median(rows("pub.raw"))
+med = {k: statistics.median(rows("pub." + k)) for k, _ in kinds}
 print("   medians of %s runs:" % runs)
-print("  %-36s %7.2fs  %6.1f MB/s" % ("strata thin make --publisher cvmfs", mk, tar_bytes / mk / 1e6))
-print("  %-36s %7.2fs  %6.1f MB/s" % ("cvmfs_server ingest -t", rw, tar_bytes / rw / 1e6))
-print("  thin make / raw ingest: %.2fx" % (mk / rw))
+for k, label in kinds:
+    print("  %-38s %7.2fs  %6.1f MB/s" % (label, med[k], tar_bytes / med[k] / 1e6))
+print("  thin make / raw ingest: %.2fx" % (med["make"] / med["raw"]))
+print("  thin make --from / raw ingest: %.2fx" % (med["from"] / med["raw"]))
 EOF
