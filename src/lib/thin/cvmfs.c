@@ -398,12 +398,12 @@ int cvmfs_publish(const thin_config *c, const char *repo, int tar_fd, const char
 		flock(lock, LOCK_UN);
 		return wait_visible(c, repo, ret->path, digest, err);
 	}
-	if (hardlinks || xattrs)
-		thin_log(c, 1,
-			 "layer sha256:%s: CernVM-FS keeps no hardlinks and no xattrs: %llu hardlink%s published as "
-			 "separate files, the xattrs of %llu entr%s dropped",
-			 digest, (unsigned long long)hardlinks, hardlinks == 1 ? "" : "s", (unsigned long long)xattrs,
-			 xattrs == 1 ? "y" : "ies");
+	if (hardlinks)
+		thin_log(c, 1, "layer sha256:%s: CernVM-FS keeps no hardlinks: %llu published as separate files",
+			 digest, (unsigned long long)hardlinks);
+	if (xattrs)
+		thin_log(c, 1, "layer sha256:%s: CernVM-FS keeps no xattrs: those of %llu entr%s dropped", digest,
+			 (unsigned long long)xattrs, xattrs == 1 ? "y" : "ies");
 
 	_cleanup_free_ char *e_repo = NULL, *e_tar = NULL, *e_base = NULL;
 	if (asprintf(&e_repo, "STRATA_REPO=%s", repo) < 0 ||
