@@ -486,6 +486,13 @@ static int check_short_links(checker *c)
 		r = lock_ids(s, id, NULL, &lock);
 		if (r < 0)
 			return r;
+		/* The entry may have gone, with its layer, while we waited. */
+		char again[sizeof(target)];
+		ssize_t m = readlinkat(s->l_fd, *p, again, sizeof(again) - 1);
+		if (m < 0 && errno == ENOENT)
+			continue;
+		if (m != n || memcmp(again, target, (size_t)n) != 0)
+			continue;
 		char back[STORE_LINK_LEN + 1];
 		int live = store_layer_exists(s, id);
 		if (live < 0)

@@ -134,6 +134,12 @@ for l in json.load(open(sys.argv[1]))["layers"]: print(l["digest"], l["url"])' "
 
 # ---------------------------------------------------------------- the repository
 
+# The repository's name is this test's own: one left by a run killed before
+# its trap ran (or by a reboot, with its FUSE daemons gone) is torn down first.
+if [ -d "/etc/cvmfs/repositories.d/$REPO" ]; then
+	echo "# $REPO is left from an earlier run: teardown first"
+	"$SHARED/cvmfs/teardown" --repo "$REPO" 2>&1 | sed 's/^/#   /'
+fi
 if ! out=$("$SHARED/cvmfs/setup" --repo "$REPO" 2>"$W/setup.err"); then
 	failn "setup --repo $REPO" "$(tail -n 5 "$W/setup.err")"
 	exit 1

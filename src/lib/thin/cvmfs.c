@@ -169,12 +169,18 @@ static unsigned recovery_timeout(const thin_config *c)
 /* 1 if the repository is in a transaction. */
 static int in_transaction(const thin_config *c, const char *repo)
 {
+	/* What cvmfs_server itself looks at (2.12: is_in_transaction checks
+	 * <spool>/in_transaction.lock): no command to fail or be slow. */
+	_cleanup_free_ char *spool = server_dir(repo, "CVMFS_SPOOL_DIR=", "/var/spool/cvmfs");
+	_cleanup_free_ char *flag = NULL;
+	if (spool && asprintf(&flag, "%s/in_transaction.lock", spool) >= 0 && access(flag, F_OK) == 0)
+		return 1;
 	_cleanup_free_ char *e_repo = NULL;
 	if (asprintf(&e_repo, "STRATA_REPO=%s", repo) < 0)
 		return -ENOMEM;
 	const char *env[] = {e_repo, NULL};
-	/* cvmfs_server's own word ("NAME (stratum0 / local - in
-	 * transaction)"); the spool layout differs between versions. */
+	/* And its own word ("NAME (stratum0 / local - in transaction)"),
+	 * for versions that keep the flag elsewhere. */
 	return thin_run("cvmfs_server list | grep -F -- \"$STRATA_REPO (\" | grep -q 'in transaction'", env, -1,
 			recovery_timeout(c), NULL) == 0;
 }
