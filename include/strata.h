@@ -85,6 +85,13 @@ STRATA_API void strata_driver_set_log(strata_driver *driver, strata_log_fn fn, v
 /* Releases the handle.  Does not unmount anything: see strata_cleanup(). */
 STRATA_API strata_driver *strata_driver_free(strata_driver *driver);
 
+/* For a long-running front end, `front_end` "serve" (Docker) or
+ * "snapshotter" (containerd): claims the store for this handle until it is
+ * freed.  -EBUSY, with a message naming both and the root, while a front
+ * end of the other kind holds it (in any process): two engines would each
+ * take the other's layers for debris.  The CLI's commands claim nothing. */
+STRATA_API int strata_claim(strata_driver *driver, const char *front_end, strata_error *err);
+
 /* The absolute store root. */
 STRATA_API const char *strata_driver_root(const strata_driver *driver);
 
@@ -101,6 +108,10 @@ STRATA_API int strata_create_rw(strata_driver *driver, const char *id, const cha
 
 /* Unmounts (whatever the reference count), then removes the layer. */
 STRATA_API int strata_remove(strata_driver *driver, const char *id, strata_error *err);
+
+/* The ids of the store's layers that start with `prefix` (NULL: all), as a
+ * NULL-terminated array, unsorted (caller frees each and the array). */
+STRATA_API int strata_layers(strata_driver *driver, const char *prefix, char ***ret_ids, strata_error *err);
 
 /* 1 if the layer exists, 0 if not, negative errno on error (bad id). */
 STRATA_API int strata_exists(strata_driver *driver, const char *id, strata_error *err);
@@ -126,6 +137,68 @@ STRATA_API int strata_get_metadata(strata_driver *driver, const char *id, strata
 
 /* Unmounts every union strata mounted under the root and resets counts. */
 STRATA_API int strata_cleanup(strata_driver *driver, strata_error *err);
+
+/* ---- mounts made by the caller (containerd's snapshotter) ---- */
+
+/* One mount as containerd describes it: mount(2) type, source, options. */
+typedef struct strata_mount_spec {
+	char *type; /* "overlay" or "bind" */
+	char *source;
+	char **options; /* NULL-terminated */
+} strata_mount_spec;
+
+STRATA_API void strata_mount_spec_clear(strata_mount_spec *spec);
+
+enum {
+	/* A read-only view of the layer's parents (its own diff dir unused). */
+	STRATA_MOUNTS_VIEW = 1u << 0,
+};
+
+/*
+ * What mounting layer `id` takes, for a caller that mounts it itself,
+ * without strata mounting or counting anything: a base layer is a bind
+ * mount of its diff dir; any other an overlay whose lowerdir lists the
+ * parents' short links (ROOT/l/...) and, on a thin image, the image's
+ * layer dirs (the internal method's repositories are mounted and held for
+ * `id` until it is removed).  Options as strata's own unions (index=off,
+ * redirect_dir=off, metacopy=off).  *ret is the caller's to clear.
+ */
+STRATA_API int strata_mounts(strata_driver *driver, const char *id, unsigned flags, strata_mount_spec *ret,
+			     strata_error *err);
+
+/* After a caller filled layer `id` through its mounts: *ret_thin = 1 if
+ * its content is a thin layer (thin.json alone, valid), 0 if an ordinary
+ * one.  -EINVAL (message naming the layer) for an invalid thin.json. */
+STRATA_API int strata_seal(strata_driver *driver, const char *id, int *ret_thin, strata_error *err);
+
+/* Disk usage of the layer's own diff dir, as containerd counts it: bytes
+ * in blocks allocated and inodes, each hard-linked inode once. */
+STRATA_API int strata_usage(strata_driver *driver, const char *id, int64_t *ret_size, int64_t *ret_inodes,
+			    strata_error *err);
+
+/* ---- remote snapshots: thin layers from what a repository holds ---- */
+
+#define STRATA_DIGEST_MAX 72 /* "sha256:" + 64 hex digits + NUL */
+
+/*
+ * Creates layer `id` on `parent` (NULL: a base layer) as a thin layer whose
+ * image is the parent's (which must be thin) plus layer `digest`
+ * ("sha256:<hex>") of repository `repo` (NULL: the driver option
+ * thin.repo), found in the thin root at .layers/<hh>/<hex>/layerfs.
+ * -ENOENT when the repository does not hold it: nothing is made.
+ */
+STRATA_API int strata_create_thin(strata_driver *driver, const char *id, const char *parent, const char *digest,
+				  const char *repo, strata_error *err);
+
+/*
+ * The digest of the layer in repository `repo` (NULL: thin.repo) whose
+ * chain id over `parent_chain` (NULL for a base layer) is `chain_id`, as
+ * "sha256:<hex>" in ret_digest: OCI's chain id, sha256 of "<parent chain>
+ * sha256:<digest>".  -ENOENT (no message) when none is.  For containerd
+ * callers that name a layer by its chain id only (plain `ctr`).
+ */
+STRATA_API int strata_thin_find_chain(strata_driver *driver, const char *repo, const char *parent_chain,
+				      const char *chain_id, char ret_digest[STRATA_DIGEST_MAX], strata_error *err);
 
 /* ---- layer tars (SPEC section 3) ---- */
 

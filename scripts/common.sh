@@ -13,6 +13,8 @@ PACKAGES=(
 	clang libclang-rt-14-dev
 	libmicrohttpd-dev docker.io curl
 	libssl-dev sshfs openssh-server strace
+	libgrpc-dev libprotobuf-c-dev protobuf-c-compiler libprotobuf-dev libsqlite3-dev
+	golang-github-containerd-containerd-dev containerd python3-grpcio docker-registry skopeo
 )
 
 need_root() {

@@ -39,7 +39,7 @@ extern const cli_command cmd_init, cmd_status, cmd_cleanup, cmd_check;
 extern const cli_command cmd_create, cmd_rm, cmd_exists, cmd_metadata;
 extern const cli_command cmd_mount, cmd_umount;
 extern const cli_command cmd_apply, cmd_diff, cmd_size, cmd_changes;
-extern const cli_command cmd_serve, cmd_thin, cmd_import_aufs;
+extern const cli_command cmd_serve, cmd_thin, cmd_import_aufs, cmd_snapshotter;
 
 /* The live progress line (progress.c): set on o only when stderr is a
  * terminal and not quiet. */

@@ -16,7 +16,7 @@
 static const cli_command *const commands[] = {
 	&cmd_init,    &cmd_create, &cmd_rm,   &cmd_exists,	&cmd_mount,  &cmd_umount,
 	&cmd_apply,   &cmd_diff,   &cmd_size, &cmd_changes,	&cmd_status, &cmd_metadata,
-	&cmd_cleanup, &cmd_check,  &cmd_thin, &cmd_import_aufs, &cmd_serve,
+	&cmd_cleanup, &cmd_check,  &cmd_thin, &cmd_import_aufs, &cmd_serve,  &cmd_snapshotter,
 };
 
 const cli_command *cli_find(const char *name)

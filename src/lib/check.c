@@ -135,8 +135,9 @@ static int check_top(checker *c)
 	r = fs_list_dir(s->root_fd, &names);
 	if (r < 0)
 		return r;
-	static const char *const known[] = {"layers", "diff", "mnt",	"work",	      "refs", "l",
-					    "link",   "lock", "engine", STORE_MARKER, "thin", "import-aufs"};
+	static const char *const known[] = {"layers", "diff",	     "mnt",	  "work",   "refs",
+					    "l",      "link",	     "lock",	  "engine", STORE_MARKER,
+					    "thin",   "import-aufs", "containerd"};
 	for (char **p = names; *p; p++) {
 		bool ok = false;
 		for (size_t i = 0; i < ELEMENTSOF(known) && !ok; i++)

@@ -80,7 +80,7 @@ static int dir_is_empty(int dirfd)
 /* A tar that makes a thin layer must hold a valid thin.json and nothing
  * else (what else it held would never be seen); the store then knows it
  * has thin layers. */
-static int check_thin(strata_driver *d, int sfd, strata_error *err)
+int layer_check_thin(strata_driver *d, int sfd, strata_error *err)
 {
 	thin_image img = {0};
 	int r = thin_read_at(sfd, &img, err);
@@ -174,7 +174,7 @@ static int apply_layer(strata_driver *d, const char *id, const char *parent, int
 	archive_read_free(a);
 	if (r < 0)
 		goto fail;
-	r = check_thin(d, sfd, err);
+	r = layer_check_thin(d, sfd, err);
 	if (r < 0)
 		goto fail;
 	/* Whoever feeds the input may know it was cut short where the tar

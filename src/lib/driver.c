@@ -76,6 +76,8 @@ strata_driver *strata_driver_free(strata_driver *d)
 {
 	if (!d)
 		return NULL;
+	if (d->front_end_fd >= 0)
+		close(d->front_end_fd);
 	store_free(d->store);
 	thin_config_release(&d->thin);
 	idmap_release(&d->uids);
@@ -93,6 +95,23 @@ void strata_driver_set_log(strata_driver *d, strata_log_fn fn, void *data)
 {
 	d->thin.log = fn;
 	d->thin.log_data = data;
+}
+
+int strata_claim(strata_driver *d, const char *front_end, strata_error *err)
+{
+	error_clear(err);
+	if (d->front_end_fd >= 0)
+		return 0;
+	bool snapshotter = !strcmp(front_end, "snapshotter");
+	if (!snapshotter && strcmp(front_end, "serve"))
+		return error_setf(err, -EINVAL, "claim %s: unknown front end \"%s\"", d->store->root, QUOTE(front_end));
+	int r = lock_front_end(d->store, snapshotter, &d->front_end_fd);
+	if (r == -EAGAIN)
+		return error_setf(
+			err, -EBUSY,
+			"%s %s: the store is in use by strata %s (one engine per store: give each its own --root)",
+			front_end, d->store->root, snapshotter ? "serve" : "snapshotter");
+	return r < 0 ? error_set(err, r, "%s %s: lock %s/lock", front_end, d->store->root, d->store->root) : 0;
 }
 
 const char *strata_driver_root(const strata_driver *d)
@@ -272,6 +291,7 @@ static int driver_open(const char *root, const char *const *options, unsigned fl
 	_cleanup_(driver_freep) strata_driver *d = calloc(1, sizeof(*d));
 	if (!d)
 		return -ENOMEM;
+	d->front_end_fd = -1;
 
 	int r = thin_config_init(&d->thin);
 	if (r < 0)
@@ -387,6 +407,25 @@ int strata_driver_open(const char *root, const char *const *options, unsigned fl
 	if (r < 0 && err && !err->message[0])
 		error_set(err, r, "%s %s", (flags & STRATA_OPEN_INIT) ? "init" : "open", root ? root : "");
 	return r;
+}
+
+int strata_layers(strata_driver *d, const char *prefix, char ***ret_ids, strata_error *err)
+{
+	error_clear(err);
+	_cleanup_strv_free_ char **names = NULL;
+	int r = fs_list_dir(d->store->layers_fd, &names);
+	if (r < 0)
+		return error_set(err, r, "list %s/layers", d->store->root);
+	size_t k = 0, pl = prefix ? strlen(prefix) : 0;
+	for (char **p = names; *p; p++) {
+		if (!store_name_reserved(*p) && id_validate(*p, NULL) == 0 && !strncmp(*p, prefix ? prefix : "", pl))
+			names[k++] = *p;
+		else
+			free(*p);
+	}
+	names[k] = NULL;
+	*ret_ids = TAKE_PTR(names);
+	return 0;
 }
 
 static int count_layers(strata_driver *d, size_t *ret)

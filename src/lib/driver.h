@@ -21,6 +21,7 @@ struct strata_driver {
 	bool dirperm1;	  /* aufs takes dirperm1 */
 	thin_config thin;
 	bool thin_seen; /* ROOT/thin exists: some layer may be thin */
+	int front_end_fd; /* strata_claim's lock, -1 */
 };
 
 /* Every trace of `id` except its chain file: its union is unmounted, the
@@ -123,6 +124,11 @@ int thin_forget_under(strata_driver *d, const char *id, strata_error *err);
  * them unless only_stale), then unmounts the repositories strata mounted
  * that nothing holds. */
 int thin_prune(strata_driver *d, bool only_stale, strata_error *err);
+
+/* A layer's extracted content (dir fd sfd) holding thin.json: 1 if that
+ * makes a valid thin layer (thin.json alone; the store's thin dir made),
+ * 0 if there is no thin.json, -EINVAL if it is not valid. */
+int layer_check_thin(strata_driver *d, int sfd, strata_error *err);
 
 /* Reads diff/<id>/thin.json: 1 if the layer is thin, 0 if not. */
 int layer_thin_read(strata_driver *d, const char *id, thin_image *ret, strata_error *err);

@@ -138,6 +138,11 @@ int server_init_driver(plugin_server *s, const char *home, const char *const *op
 	int r = strata_driver_open(home, options, STRATA_OPEN_INIT, &d, err);
 	if (r < 0)
 		return r;
+	r = strata_claim(d, "serve", err);
+	if (r < 0) {
+		strata_driver_free(d);
+		return r;
+	}
 	strata_driver_set_log(d, driver_log, NULL);
 	pthread_mutex_lock(&s->lock);
 	if (s->driver && s->n_retired == RETIRED_DRIVERS_MAX) {
@@ -894,8 +899,11 @@ static void resume(plugin_server *s)
 		return;
 	}
 	strata_error err;
-	if (strata_driver_open(home, (const char *const *)options, STRATA_OPEN_INIT, &s->driver, &err) >= 0)
+	if (strata_driver_open(home, (const char *const *)options, STRATA_OPEN_INIT, &s->driver, &err) >= 0) {
 		strata_driver_set_log(s->driver, driver_log, NULL);
+		if (strata_claim(s->driver, "serve", &err) < 0)
+			s->driver = strata_driver_free(s->driver);
+	}
 	if (!s->driver)
 		plugin_log(PLUGIN_LOG_WARN,
 			   "msg=\"cannot reopen the store of the last Init; waiting for dockerd's\" err=%s",

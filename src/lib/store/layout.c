@@ -73,8 +73,8 @@ static int mkdir_p(const char *path, mode_t mode, bool *ret_created)
 
 /* Names strata makes at the top of a store.  Temp files (".tmp-...") and
  * probe dirs (".probe-...") are strata's too. */
-static const char *const top_names[] = {"layers", "diff", "mnt",    "work",	  "refs", "l",
-					"link",	  "lock", "engine", STORE_MARKER, "thin", "import-aufs"};
+static const char *const top_names[] = {"layers", "diff",   "mnt",	  "work", "refs",	 "l",	      "link",
+					"lock",	  "engine", STORE_MARKER, "thin", "import-aufs", "containerd"};
 
 static bool top_name_ours(const char *name)
 {

@@ -91,6 +91,39 @@ int lock_held(store *s, const char *id)
 	return fl.l_type != F_UNLCK;
 }
 
+/* Below the id locks' range, which starts at 2^62: one byte per kind of
+ * front end.  Each holds its own byte shared (two strata serve on one store
+ * are fine) and checks that nobody holds the other's. */
+#define FRONT_END_OFFSET (1ULL << 61)
+
+int lock_front_end(store *s, unsigned kind, int *ret_fd)
+{
+	_cleanup_close_ int fd = openat(s->root_fd, "lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0)
+		return negerrno();
+	struct flock own = {
+		.l_type = F_RDLCK,
+		.l_whence = SEEK_SET,
+		.l_start = (off_t)(FRONT_END_OFFSET + kind),
+		.l_len = 1,
+	};
+	if (fcntl(fd, F_OFD_SETLK, &own) < 0)
+		return negerrno();
+	/* Two starting at once may each see the other: both refuse. */
+	struct flock other = {
+		.l_type = F_WRLCK,
+		.l_whence = SEEK_SET,
+		.l_start = (off_t)(FRONT_END_OFFSET + !kind),
+		.l_len = 1,
+	};
+	if (fcntl(fd, F_OFD_GETLK, &other) < 0)
+		return negerrno();
+	if (other.l_type != F_UNLCK)
+		return -EAGAIN;
+	*ret_fd = TAKE_FD(fd);
+	return 0;
+}
+
 int lock_ids(store *s, const char *id, const char *id2, id_lock *ret)
 {
 	id_lock l = ID_LOCK_INIT;

@@ -1,0 +1,15 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The snapshots service over gRPC (see grpc_server.c). */
+#pragma once
+
+#include <signal.h>
+
+#include "service.h"
+
+/* Serves on the unix socket `socket_path` until one of `stop_signals`
+ * (which the caller has blocked in every thread) is pending; then cancels
+ * the calls in progress, waits for them and removes the socket.  A stale
+ * socket is replaced; a live one, or a path that is not a socket, is an
+ * error. */
+int snap_grpc_serve(snap_service *svc, const char *socket_path, const sigset_t *stop_signals, snap_log_fn log,
+		    void *log_data, strata_error *err);
