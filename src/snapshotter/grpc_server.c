@@ -205,7 +205,75 @@ static bool send_mounts(call *c, const ProtobufCMessageDescriptor *desc, const s
 
 /* ---- methods ---- */
 
+static bool varint(const uint8_t **p, const uint8_t *end, uint64_t *ret)
+{
+	uint64_t v = 0;
+	for (unsigned shift = 0; shift < 64 && *p < end; shift += 7) {
+		uint8_t b = *(*p)++;
+		v |= (uint64_t)(b & 0x7f) << shift;
+		if (!(b & 0x80)) {
+			*ret = v;
+			return true;
+		}
+	}
+	return false;
+}
+
+/*
+ * No string field of the message (nested messages included) holds a NUL
+ * byte: protobuf-c hands strings over NUL-terminated, so "a\0b" would be
+ * read as the key "a", someone else's.  The nesting followed is the
+ * descriptors' (at most three levels here), never the input's.
+ */
+static bool strings_ok(const ProtobufCMessageDescriptor *desc, const uint8_t *p, size_t len, unsigned depth)
+{
+	const uint8_t *end = p + len;
+	while (p < end) {
+		uint64_t tag, n;
+		if (!varint(&p, end, &tag))
+			return false;
+		switch (tag & 7) {
+		case 0:
+			if (!varint(&p, end, &n))
+				return false;
+			break;
+		case 1:
+			if (end - p < 8)
+				return false;
+			p += 8;
+			break;
+		case 5:
+			if (end - p < 4)
+				return false;
+			p += 4;
+			break;
+		case 2: {
+			if (!varint(&p, end, &n) || n > (uint64_t)(end - p))
+				return false;
+			const ProtobufCFieldDescriptor *f =
+				tag >> 3 <= UINT32_MAX
+					? protobuf_c_message_descriptor_get_field(desc, (unsigned)(tag >> 3))
+					: NULL;
+			if (f && f->type == PROTOBUF_C_TYPE_STRING && memchr(p, 0, n))
+				return false;
+			if (f && f->type == PROTOBUF_C_TYPE_MESSAGE && depth < 4 &&
+			    !strings_ok(f->descriptor, p, n, depth + 1))
+				return false;
+			p += n;
+			break;
+		}
+		default:
+			return false;
+		}
+	}
+	return true;
+}
+
 #define UNPACK(type, fn)                                                                                               \
+	if (!strings_ok(&fn##__descriptor, data, len, 0)) {                                                            \
+		send_status(c, SNAP_INVALID_ARGUMENT, "malformed request message (or a NUL byte in a string)");        \
+		return;                                                                                                \
+	}                                                                                                              \
 	type *req = fn##__unpack(NULL, len, data);                                                                     \
 	if (!req) {                                                                                                    \
 		send_status(c, SNAP_INVALID_ARGUMENT, "malformed request message");                                    \

@@ -86,3 +86,42 @@ SERVE_PID=
 [ ! -e "$sock" ] && pass "serve removed its socket" || fail "the socket is still there"
 grep -q 'method=GraphDriver.Init .*status=200' "$TEST_TMP/serve.log" && pass "dockerd's Init reached serve through the spec file" ||
 	fail "no Init in the serve log" "$(tail -n 5 "$TEST_TMP/serve.log")"
+
+# ---- the snapshotter's unit and containerd snippet
+SUNIT=$SRC/contrib/systemd/strata-snapshotter.service
+SNIPPET=$SRC/contrib/containerd/config.toml
+read -r -a sargv <<<"$(sed -n 's/^ExecStart=//p' "$SUNIT")"
+is "the snapshotter unit has one ExecStart" "$(grep -c '^ExecStart=' "$SUNIT")" "1"
+is "ExecStart runs the installed strata snapshotter" "${sargv[0]} ${sargv[3]}" "/usr/local/bin/strata snapshotter"
+ssock=
+for ((i = 1; i < ${#sargv[@]}; i++)); do
+	[ "${sargv[i]}" == --socket ] && ssock=${sargv[i + 1]}
+done
+is "the containerd snippet's proxy plugin dials the unit's socket" \
+	"$(sed -n 's/^ *address = "\(.*\)"$/\1/p' "$SNIPPET")" "$ssock"
+grep -q '^ *snapshotter = "strata"' "$SNIPPET" && grep -q '^ *disable_snapshot_annotations = false' "$SNIPPET" &&
+	pass "the snippet makes strata the CRI's snapshotter, with the layer digests passed" ||
+	fail "the snippet lacks the CRI settings"
+python3 -c 'import sys, tomllib; tomllib.load(open(sys.argv[1], "rb"))' "$SNIPPET" 2>"$TEST_TMP/toml.err" &&
+	pass "the snippet is valid TOML" || fail "the snippet is not valid TOML" "$(cat "$TEST_TMP/toml.err")"
+if command -v systemd-analyze >/dev/null; then
+	sed "s#^ExecStart=/usr/local/bin/strata #ExecStart=$STRATA #" "$SUNIT" >"$TEST_TMP/strata-snapshotter.service"
+	check "systemd-analyze verify accepts the snapshotter unit" systemd-analyze verify --man=no \
+		"$TEST_TMP/strata-snapshotter.service"
+else
+	skip "systemd-analyze verify of the snapshotter unit" "systemd-analyze is not installed"
+fi
+sargv[0]=$STRATA
+for ((i = 1; i < ${#sargv[@]}; i++)); do
+	[ "${sargv[i]}" == --socket ] && sargv[i + 1]=$TEST_TMP/run/snapshotter.sock
+	[ "${sargv[i]}" == --root ] && sargv[i + 1]=$TEST_TMP/snapstore
+done
+"${sargv[@]}" 2>"$TEST_TMP/snapshotter.log" &
+SERVE_PID=$!
+for ((i = 0; i < 100; i++)); do [ -S "$TEST_TMP/run/snapshotter.sock" ] && break; sleep 0.05; done
+is "ExecStart's snapshotter listens on a 0600 socket" "$(stat -c %a "$TEST_TMP/run/snapshotter.sock" 2>/dev/null)" "600"
+stop_pid "$SERVE_PID" 30
+is "the snapshotter exits 0 on SIGTERM" "$STOP_RC" "0"
+SERVE_PID=
+[ ! -e "$TEST_TMP/run/snapshotter.sock" ] && pass "the snapshotter removed its socket" ||
+	fail "the snapshotter's socket is still there"
