@@ -7,6 +7,8 @@
  * depend on; removals of layers (the slow part) run outside it.
  */
 #include <errno.h>
+#include <limits.h>
+#include <stdint.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -331,6 +333,46 @@ static int prepare(snap_service *svc, const char *key, const char *parent, const
 	return 0;
 }
 
+/*
+ * The bytes of mount data containerd will hand mount(2), which takes one
+ * page: when the options pass a page less 512, containerd chdirs to the
+ * lowers' common parent dir (here ROOT/l/) and lists them relative to it.
+ */
+#define MOUNT_DATA_MAX 4096
+
+static int mount_data_size(const strata_mount_spec *m)
+{
+	size_t total = 0, lower_at = SIZE_MAX;
+	for (size_t i = 0; m->options[i]; i++) {
+		total += strlen(m->options[i]) + (i > 0);
+		if (!strncmp(m->options[i], "lowerdir=", 9))
+			lower_at = i;
+	}
+	if (strcmp(m->type, "overlay") != 0 || total < MOUNT_DATA_MAX - 512 || lower_at == SIZE_MAX)
+		return (int)(total > INT_MAX ? INT_MAX : total);
+	const char *lower = m->options[lower_at] + 9;
+	/* The common prefix of the lowers, cut back to a '/'. */
+	size_t common = strcspn(lower, ":");
+	for (const char *p = lower; *p;) {
+		const char *q = p + strcspn(p, ":");
+		size_t k = 0;
+		while (k < common && k < (size_t)(q - p) && p[k] == lower[k])
+			k++;
+		common = k;
+		p = *q ? q + 1 : q;
+	}
+	while (common > 0 && lower[common - 1] != '/')
+		common--;
+	if (common <= 1)
+		return (int)(total > INT_MAX ? INT_MAX : total);
+	/* Each lower loses the prefix. */
+	size_t n = 1;
+	for (const char *p = lower; *p; p++)
+		n += *p == ':';
+	size_t compact = total - n * common;
+	return (int)(compact > INT_MAX ? INT_MAX : compact);
+}
+
 int snap_prepare(snap_service *svc, const char *key, const char *parent, const strata_kv_list *labels, bool view,
 		 strata_mount_spec *ret_mount, snap_status *st)
 {
@@ -346,7 +388,21 @@ int snap_prepare(snap_service *svc, const char *key, const char *parent, const s
 		return r;
 	strata_error err = {0};
 	r = strata_mounts(svc->driver, id, view ? STRATA_MOUNTS_VIEW : 0, ret_mount, &err);
-	return r < 0 ? status_from(st, r, op, key, &err) : 0;
+	if (r < 0) {
+		status_from(st, r, op, key, &err);
+	} else if ((r = mount_data_size(ret_mount)) > MOUNT_DATA_MAX) {
+		status(st, SNAP_FAILED_PRECONDITION,
+		       "%s %s: the chain is too long for containerd's mount(2): its options take %d bytes, more than "
+		       "the %d of a page",
+		       op, key, r, MOUNT_DATA_MAX);
+		strata_mount_spec_clear(ret_mount);
+	} else {
+		return 0;
+	}
+	/* Nothing half-made: the snapshot goes again. */
+	snap_status ignored;
+	snap_remove(svc, key, &ignored);
+	return -1;
 }
 
 int snap_mounts(snap_service *svc, const char *key, strata_mount_spec *ret_mount, snap_status *st)
