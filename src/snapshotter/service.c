@@ -78,6 +78,7 @@ static int status_from(snap_status *st, int r, const char *op, const char *key, 
 		   : r == -ENOTEMPTY ? SNAP_FAILED_PRECONDITION
 		   : r == -EINVAL    ? SNAP_INVALID_ARGUMENT
 		   : r == -EBUSY     ? SNAP_FAILED_PRECONDITION
+		   : r == -E2BIG     ? SNAP_FAILED_PRECONDITION
 				     : SNAP_INTERNAL;
 	return status(st, code, "%s %s: %s", op, key, err && err->message[0] ? err->message : strerror(-r));
 }
