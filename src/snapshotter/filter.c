@@ -21,9 +21,7 @@
 #include <string.h>
 
 #include "filter.h"
-
-#define _printf_(a, b) __attribute__((format(printf, a, b)))
-#define QUOTE_MAX      128
+#include "util.h"
 
 typedef enum field {
 	FIELD_UNKNOWN,
@@ -60,30 +58,6 @@ struct snap_filter {
 	conjunction *alts; /* any of which must match; none: everything does */
 	size_t n;
 };
-
-static const char *quote(const char *s, char *buf, size_t size)
-{
-	static const char hex[] = "0123456789abcdef";
-	size_t k = 0;
-	for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
-		if (k + 8 >= size) {
-			memcpy(buf + k, "...", 3);
-			k += 3;
-			break;
-		}
-		if (*p < 0x20 || *p >= 0x7f || *p == '\\' || *p == '"') {
-			buf[k++] = '\\';
-			buf[k++] = 'x';
-			buf[k++] = hex[*p >> 4];
-			buf[k++] = hex[*p & 0xf];
-		} else {
-			buf[k++] = (char)*p;
-		}
-	}
-	buf[k] = '\0';
-	return buf;
-}
-#define Q(s) quote((s), (char[QUOTE_MAX]){0}, QUOTE_MAX)
 
 /* ---- scanning ---- */
 

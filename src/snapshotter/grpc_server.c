@@ -29,6 +29,7 @@
 #include <grpc/support/time.h>
 
 #include "grpc_server.h"
+#include "util.h"
 #include "snapshots.pb-c.h"
 
 #define MAX_WORKERS  64
@@ -578,7 +579,7 @@ static void dispatch(call *c, const char *method, const uint8_t *data, size_t le
 		do_cleanup(c, data, len);
 	else {
 		char msg[256];
-		snprintf(msg, sizeof(msg), "unknown method %.200s", method);
+		snprintf(msg, sizeof(msg), "unknown method %s", Q(method));
 		send_status(c, SNAP_UNIMPLEMENTED, msg);
 	}
 }

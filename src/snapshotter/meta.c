@@ -18,14 +18,11 @@
 #include <sqlite3.h>
 
 #include "meta.h"
-
-#define _cleanup_(f)   __attribute__((cleanup(f)))
-#define _printf_(a, b) __attribute__((format(printf, a, b)))
+#include "util.h"
 
 #define SCHEMA_VERSION 1
 /* containerd's limit (labels.Validate): key and value together. */
 #define LABEL_MAX 4096
-#define QUOTE_MAX 128
 
 struct meta {
 	sqlite3 *db;
@@ -39,13 +36,6 @@ typedef struct call {
 	const char *key; /* the subject, quoted in messages; may be NULL */
 } call;
 
-static void freep(void *p)
-{
-	int saved = errno;
-	free(*(void **)p);
-	errno = saved;
-}
-
 static void finalizep(sqlite3_stmt **st)
 {
 	/* sqlite3_finalize repeats the statement's last error; every step
@@ -54,42 +44,7 @@ static void finalizep(sqlite3_stmt **st)
 		(void)sqlite3_finalize(*st);
 }
 
-#define _cleanup_free_ _cleanup_(freep)
 #define _cleanup_stmt_ _cleanup_(finalizep)
-
-static void *take_ptr(void *pp)
-{
-	void *p = *(void **)pp;
-	*(void **)pp = NULL;
-	return p;
-}
-#define TAKE_PTR(p) ((__typeof__(p))take_ptr(&(p)))
-
-/* `s` made safe for a one-line message: bytes outside printable ASCII,
- * backslash and the double quote become \xNN; cut with "..." when long. */
-static const char *quote(const char *s, char *buf, size_t size)
-{
-	static const char hex[] = "0123456789abcdef";
-	size_t k = 0;
-	for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
-		if (k + 8 >= size) {
-			memcpy(buf + k, "...", 3);
-			k += 3;
-			break;
-		}
-		if (*p < 0x20 || *p >= 0x7f || *p == '\\' || *p == '"') {
-			buf[k++] = '\\';
-			buf[k++] = 'x';
-			buf[k++] = hex[*p >> 4];
-			buf[k++] = hex[*p & 0xf];
-		} else {
-			buf[k++] = (char)*p;
-		}
-	}
-	buf[k] = '\0';
-	return buf;
-}
-#define Q(s) quote((s), (char[QUOTE_MAX]){0}, QUOTE_MAX)
 
 static void error_clear(strata_error *err)
 {

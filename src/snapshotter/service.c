@@ -22,6 +22,7 @@
 
 #include "filter.h"
 #include "service.h"
+#include "util.h"
 
 #define LAYER_PREFIX "ctd-"
 
@@ -33,12 +34,6 @@ struct snap_service {
 	void *log_data;
 	bool remote; /* thin.root and thin.repo set: remote snapshots */
 };
-
-static void freep(void *p)
-{
-	free(*(void **)p);
-}
-#define _cleanup_free_ __attribute__((cleanup(freep)))
 
 static void info_releasep(snap_info *i)
 {
@@ -80,7 +75,7 @@ static int status_from(snap_status *st, int r, const char *op, const char *key, 
 		   : r == -EBUSY     ? SNAP_FAILED_PRECONDITION
 		   : r == -E2BIG     ? SNAP_FAILED_PRECONDITION
 				     : SNAP_INTERNAL;
-	return status(st, code, "%s %s: %s", op, key, err && err->message[0] ? err->message : strerror(-r));
+	return status(st, code, "%s %s: %s", op, Q(key), err && err->message[0] ? err->message : strerror(-r));
 }
 
 static int64_t now_ns(void)
@@ -236,7 +231,7 @@ static int remote(snap_service *svc, const char *key, const char *parent, const 
 		if (r == -ENOENT)
 			return 0;
 		if (r < 0) {
-			logf_(svc, 1, "prepare %s: looking for %s in the thin repository: %s", key, target,
+			logf_(svc, 1, "prepare %s: looking for %s in the thin repository: %s", Q(key), Q(target),
 			      err.message);
 			return 0;
 		}
@@ -247,7 +242,7 @@ static int remote(snap_service *svc, const char *key, const char *parent, const 
 	int r = strata_create_thin(svc->driver, id, up->id, digest, NULL, &err);
 	if (r < 0) {
 		if (r != -ENOENT)
-			logf_(svc, 0, "prepare %s: %s: not a remote snapshot: %s", key, target, err.message);
+			logf_(svc, 0, "prepare %s: %s: not a remote snapshot: %s", Q(key), Q(target), err.message);
 		return 0;
 	}
 	int64_t now = now_ns();
@@ -268,7 +263,8 @@ static int remote(snap_service *svc, const char *key, const char *parent, const 
 		strata_remove(svc->driver, id, NULL);
 		return status_from(st, r, "prepare", key, &err);
 	}
-	logf_(svc, 0, "prepare %s: layer %s (%s) is in the thin repository: thin layer %s", key, target, digest, id);
+	logf_(svc, 0, "prepare %s: layer %s (%s) is in the thin repository: thin layer %s", Q(key), Q(target), digest,
+	      id);
 	return 1;
 }
 
@@ -280,19 +276,19 @@ static int prepare(snap_service *svc, const char *key, const char *parent, const
 	_cleanup_info_ snap_info have = {0};
 	int r = meta_get(svc->meta, key, &have, &err);
 	if (r == 0)
-		return status(st, SNAP_ALREADY_EXISTS, "%s %s: snapshot already exists", op, key);
+		return status(st, SNAP_ALREADY_EXISTS, "%s %s: snapshot already exists", op, Q(key));
 	if (r != -ENOENT)
 		return status_from(st, r, op, key, &err);
 	_cleanup_info_ snap_info up = {0};
 	if (parent && *parent) {
 		r = meta_get(svc->meta, parent, &up, &err);
 		if (r == -ENOENT)
-			return status(st, SNAP_NOT_FOUND, "%s %s: parent %s does not exist", op, key, parent);
+			return status(st, SNAP_NOT_FOUND, "%s %s: parent %s does not exist", op, Q(key), Q(parent));
 		if (r < 0)
 			return status_from(st, r, op, key, &err);
 		if (up.kind != SNAP_COMMITTED)
 			return status(st, SNAP_INVALID_ARGUMENT, "%s %s: parent %s is not a committed snapshot", op,
-				      key, parent);
+				      Q(key), Q(parent));
 	}
 	const char *target = label_get(labels, LABEL_REF);
 	if (target && !view && svc->remote) {
@@ -302,11 +298,11 @@ static int prepare(snap_service *svc, const char *key, const char *parent, const
 		if (r > 0)
 			return status(st, SNAP_ALREADY_EXISTS,
 				      "prepare %s: target snapshot %s already exists (a thin layer of the repository)",
-				      key, target);
+				      Q(key), Q(target));
 	}
 	r = new_layer_id(ret_id);
 	if (r < 0)
-		return status(st, SNAP_INTERNAL, "%s %s: getrandom: %s", op, key, strerror(-r));
+		return status(st, SNAP_INTERNAL, "%s %s: getrandom: %s", op, Q(key), strerror(-r));
 	r = view ? strata_create(svc->driver, ret_id, up.id, NULL, &err)
 		 : strata_create_rw(svc->driver, ret_id, up.id, NULL, &err);
 	if (r < 0)
@@ -328,7 +324,8 @@ static int prepare(snap_service *svc, const char *key, const char *parent, const
 	if (r < 0) {
 		strata_error rm = {0};
 		if (strata_remove(svc->driver, ret_id, &rm) < 0)
-			logf_(svc, 1, "%s %s: remove layer %s after a failed insert: %s", op, key, ret_id, rm.message);
+			logf_(svc, 1, "%s %s: remove layer %s after a failed insert: %s", op, Q(key), ret_id,
+			      rm.message);
 		return status_from(st, r, op, key, &err);
 	}
 	return 0;
@@ -395,7 +392,7 @@ int snap_prepare(snap_service *svc, const char *key, const char *parent, const s
 		status(st, SNAP_FAILED_PRECONDITION,
 		       "%s %s: the chain is too long for containerd's mount(2): its options take %d bytes, more than "
 		       "the %d of a page",
-		       op, key, r, MOUNT_DATA_MAX);
+		       op, Q(key), r, MOUNT_DATA_MAX);
 		strata_mount_spec_clear(ret_mount);
 	} else {
 		return 0;
@@ -419,7 +416,7 @@ int snap_mounts(snap_service *svc, const char *key, strata_mount_spec *ret_mount
 	if (r < 0)
 		return status_from(st, r, "mounts", key, &err);
 	if (info.kind == SNAP_COMMITTED)
-		return status(st, SNAP_FAILED_PRECONDITION, "mounts %s: a committed snapshot has no mounts", key);
+		return status(st, SNAP_FAILED_PRECONDITION, "mounts %s: a committed snapshot has no mounts", Q(key));
 	r = strata_mounts(svc->driver, info.id, info.kind == SNAP_VIEW ? STRATA_MOUNTS_VIEW : 0, ret_mount, &err);
 	return r < 0 ? status_from(st, r, "mounts", key, &err) : 0;
 }
@@ -439,14 +436,15 @@ int snap_commit(snap_service *svc, const char *name, const char *key, const stra
 	}
 	if (info.kind != SNAP_ACTIVE) {
 		pthread_mutex_unlock(&svc->lock);
-		return status(st, SNAP_FAILED_PRECONDITION, "commit %s: snapshot is not active (it is a %s)", key,
+		return status(st, SNAP_FAILED_PRECONDITION, "commit %s: snapshot is not active (it is a %s)", Q(key),
 			      info.kind == SNAP_VIEW ? "view" : "committed snapshot");
 	}
 	_cleanup_info_ snap_info taken = {0};
 	r = meta_get(svc->meta, name, &taken, &err);
 	if (r == 0) {
 		pthread_mutex_unlock(&svc->lock);
-		return status(st, SNAP_ALREADY_EXISTS, "commit %s as %s: snapshot %s already exists", key, name, name);
+		return status(st, SNAP_ALREADY_EXISTS, "commit %s as %s: snapshot %s already exists", Q(key), Q(name),
+			      Q(name));
 	}
 	/* What containerd wrote through the mounts is final now: a layer
 	 * holding only thin.json is a thin layer, whose children mount its
@@ -462,7 +460,7 @@ int snap_commit(snap_service *svc, const char *name, const char *key, const stra
 	if (r < 0)
 		return status_from(st, r, "commit", key, &err);
 	if (thin)
-		logf_(svc, 0, "commit %s as %s: a thin layer (layer %s)", key, name, info.id);
+		logf_(svc, 0, "commit %s as %s: a thin layer (layer %s)", Q(key), Q(name), info.id);
 	return 0;
 }
 
@@ -477,14 +475,14 @@ int snap_remove(snap_service *svc, const char *key, snap_status *st)
 	int r = meta_remove(svc->meta, key, &id, &err);
 	pthread_mutex_unlock(&svc->lock);
 	if (r == -ENOTEMPTY)
-		return status(st, SNAP_FAILED_PRECONDITION, "remove %s: cannot remove snapshot with child", key);
+		return status(st, SNAP_FAILED_PRECONDITION, "remove %s: cannot remove snapshot with child", Q(key));
 	if (r < 0)
 		return status_from(st, r, "remove", key, &err);
 	/* The row is gone: the layer is debris now, which Cleanup and the
 	 * next start remove if this fails. */
 	r = strata_remove(svc->driver, id, &err);
 	if (r < 0)
-		logf_(svc, 1, "remove %s: layer %s stays until the next cleanup: %s", key, id, err.message);
+		logf_(svc, 1, "remove %s: layer %s stays until the next cleanup: %s", Q(key), id, err.message);
 	return 0;
 }
 
@@ -564,8 +562,8 @@ int snap_update(snap_service *svc, const snap_info *info, char *const *paths, si
 			whole = true;
 		else if (strncmp(paths[i], "labels.", 7) != 0) {
 			pthread_mutex_unlock(&svc->lock);
-			return status(st, SNAP_INVALID_ARGUMENT, "update %s: cannot update the field \"%s\"", key,
-				      paths[i]);
+			return status(st, SNAP_INVALID_ARGUMENT, "update %s: cannot update the field \"%s\"", Q(key),
+				      Q(paths[i]));
 		}
 	}
 	const strata_kv_list *base = whole ? &info->labels : &cur.labels;
