@@ -37,6 +37,32 @@ python3 "$TOOL" big "$W/big.tar" "$BIG" "$W/big.chains" 8 || exit 1
 mapfile -t CHAIN <"$W/chains"
 TOP=${CHAIN[2]}
 
+# A local registry (Debian's docker-registry on 127.0.0.1) holding the big
+# image (five layers of its own), pushed with skopeo: both scenarios pull
+# and unpack it.
+REG=
+if command -v docker-registry >/dev/null && command -v skopeo >/dev/null; then
+	REG_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+	printf 'version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: 127.0.0.1:%s\n' \
+		"$TEST_TMP/registry" "$REG_PORT" >"$W/registry.yml"
+	docker-registry serve "$W/registry.yml" >"$W/registry.log" 2>&1 &
+	BG_PIDS+=($!)
+	for ((i = 0; i < 100; i++)); do
+		curl -fsS "http://127.0.0.1:$REG_PORT/v2/" >/dev/null 2>&1 && break
+		sleep 0.1
+	done
+	if skopeo copy --dest-tls-verify=false "oci-archive:$W/big.tar" \
+		"docker://127.0.0.1:$REG_PORT/strata-it/big:pull" >"$W/skopeo.log" 2>&1; then
+		REG=127.0.0.1:$REG_PORT/strata-it/big:pull
+		pass "the big image pushed to a local registry (docker-registry, skopeo copy)"
+	else
+		failn "the big image pushed to a local registry (docker-registry, skopeo copy)" \
+			"$(tail -n 5 "$W/skopeo.log")" "$(tail -n 5 "$W/registry.log")"
+	fi
+else
+	skip "pulls from a local registry" "docker-registry or skopeo is missing (apt-get install docker-registry skopeo)"
+fi
+
 # The container's root filesystem, one line an entry (as ctd_tool.py model
 # prints the image's): path, type, mode, owner, and for files size, link
 # count and md5.  The runtime's own mount points are left out.
@@ -561,6 +587,18 @@ data/through 0 8"
 	fi
 	pass "$label: containerd starts again"
 	runis "$tag" "$snap" "$label: the image runs after containerd's restart" "keep2" "$IMG" "$tag-r1" cat /data/keep
+
+	# -------- a pull from the local registry
+	if [[ -n $REG ]]; then
+		ccheck "$tag" "$label: ctr images pull --plain-http from the local registry" \
+			images pull --plain-http --snapshotter "$snap" "$REG"
+		local pulled
+		pulled=$(snaps_ls "$tag" "$snap" 2>&1 | wc -l)
+		is "$label: the pull unpacked the image's five layers" "$pulled" \
+			"$(($(wc -l <"$W/$tag.ls.import") + 5))"
+		runis "$tag" "$snap" "$label: the pulled image runs" "layer 3" "$REG" "$tag-pull" cat /big/top
+		ccheck "$tag" "$label: ctr images rm of the pulled image" images rm "$REG"
+	fi
 
 	if [[ $snap == strata ]]; then
 		# -------- the snapshotter restarted under a running containerd
