@@ -446,14 +446,26 @@ int snap_commit(snap_service *svc, const char *name, const char *key, const stra
 		return status(st, SNAP_ALREADY_EXISTS, "commit %s as %s: snapshot %s already exists", Q(key), Q(name),
 			      Q(name));
 	}
+	pthread_mutex_unlock(&svc->lock);
 	/* What containerd wrote through the mounts is final now: a layer
 	 * holding only thin.json is a thin layer, whose children mount its
-	 * image. */
+	 * image.  The walk for the usage runs without the service's lock (a
+	 * big layer takes a while); the checks above are made again after. */
 	int thin = 0;
 	int64_t size = -1, inodes = -1;
 	r = strata_seal(svc->driver, info.id, &thin, &err);
 	if (r >= 0)
 		r = strata_usage(svc->driver, info.id, &size, &inodes, &err);
+	if (r < 0)
+		return status_from(st, r, "commit", key, &err);
+	pthread_mutex_lock(&svc->lock);
+	_cleanup_info_ snap_info again = {0};
+	r = meta_get(svc->meta, key, &again, &err);
+	if (r >= 0 && (again.kind != SNAP_ACTIVE || strcmp(again.id, info.id) != 0)) {
+		/* Removed (and perhaps made again) meanwhile. */
+		snprintf(err.message, sizeof(err.message), "the snapshot was removed while it was being committed");
+		r = -ENOENT;
+	}
 	if (r >= 0)
 		r = meta_commit(svc->meta, key, name, labels, size, inodes, now_ns(), &err);
 	pthread_mutex_unlock(&svc->lock);
