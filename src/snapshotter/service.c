@@ -403,21 +403,28 @@ int snap_prepare(snap_service *svc, const char *key, const char *parent, const s
 	return -1;
 }
 
-int snap_mounts(snap_service *svc, const char *key, strata_mount_spec *ret_mount, snap_status *st)
+/* The row of `key`, read under the lock; *st set when there is none. */
+static int lookup(snap_service *svc, const char *op, const char *key, snap_info *ret, snap_status *st)
 {
 	*st = (snap_status){0};
-	if (!key_ok(key, "mounts", st))
+	if (!key_ok(key, op, st))
 		return -1;
 	strata_error err = {0};
-	_cleanup_info_ snap_info info = {0};
 	pthread_mutex_lock(&svc->lock);
-	int r = meta_get(svc->meta, key, &info, &err);
+	int r = meta_get(svc->meta, key, ret, &err);
 	pthread_mutex_unlock(&svc->lock);
-	if (r < 0)
-		return status_from(st, r, "mounts", key, &err);
+	return r < 0 ? status_from(st, r, op, key, &err) : 0;
+}
+
+int snap_mounts(snap_service *svc, const char *key, strata_mount_spec *ret_mount, snap_status *st)
+{
+	_cleanup_info_ snap_info info = {0};
+	if (lookup(svc, "mounts", key, &info, st) < 0)
+		return -1;
+	strata_error err = {0};
 	if (info.kind == SNAP_COMMITTED)
 		return status(st, SNAP_FAILED_PRECONDITION, "mounts %s: a committed snapshot has no mounts", Q(key));
-	r = strata_mounts(svc->driver, info.id, info.kind == SNAP_VIEW ? STRATA_MOUNTS_VIEW : 0, ret_mount, &err);
+	int r = strata_mounts(svc->driver, info.id, info.kind == SNAP_VIEW ? STRATA_MOUNTS_VIEW : 0, ret_mount, &err);
 	return r < 0 ? status_from(st, r, "mounts", key, &err) : 0;
 }
 
@@ -500,14 +507,7 @@ int snap_remove(snap_service *svc, const char *key, snap_status *st)
 
 int snap_stat(snap_service *svc, const char *key, snap_info *ret, snap_status *st)
 {
-	*st = (snap_status){0};
-	if (!key_ok(key, "stat", st))
-		return -1;
-	strata_error err = {0};
-	pthread_mutex_lock(&svc->lock);
-	int r = meta_get(svc->meta, key, ret, &err);
-	pthread_mutex_unlock(&svc->lock);
-	return r < 0 ? status_from(st, r, "stat", key, &err) : 0;
+	return lookup(svc, "stat", key, ret, st);
 }
 
 static int label_set(strata_kv_list *l, const char *key, const char *value)
@@ -629,18 +629,12 @@ int snap_list(snap_service *svc, char *const *filters, size_t n_filters, meta_wa
 
 int snap_usage(snap_service *svc, const char *key, int64_t *ret_size, int64_t *ret_inodes, snap_status *st)
 {
-	*st = (snap_status){0};
-	if (!key_ok(key, "usage", st))
-		return -1;
-	strata_error err = {0};
 	_cleanup_info_ snap_info info = {0};
-	pthread_mutex_lock(&svc->lock);
-	int r = meta_get(svc->meta, key, &info, &err);
-	pthread_mutex_unlock(&svc->lock);
-	if (r < 0)
-		return status_from(st, r, "usage", key, &err);
+	if (lookup(svc, "usage", key, &info, st) < 0)
+		return -1;
 	if (info.kind == SNAP_ACTIVE || info.size < 0) {
-		r = strata_usage(svc->driver, info.id, ret_size, ret_inodes, &err);
+		strata_error err = {0};
+		int r = strata_usage(svc->driver, info.id, ret_size, ret_inodes, &err);
 		return r < 0 ? status_from(st, r, "usage", key, &err) : 0;
 	}
 	*ret_size = info.size;
