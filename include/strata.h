@@ -89,7 +89,9 @@ STRATA_API strata_driver *strata_driver_free(strata_driver *driver);
  * "snapshotter" (containerd): claims the store for this handle until it is
  * freed.  -EBUSY, with a message naming both and the root, while a front
  * end of the other kind holds it (in any process): two engines would each
- * take the other's layers for debris.  The CLI's commands claim nothing. */
+ * take the other's layers for debris; likewise for a second snapshotter.
+ * Several strata serve may share a store.  The CLI's commands claim
+ * nothing. */
 STRATA_API int strata_claim(strata_driver *driver, const char *front_end, strata_error *err);
 
 /* The absolute store root. */
@@ -189,6 +191,11 @@ STRATA_API int strata_usage(strata_driver *driver, const char *id, int64_t *ret_
  */
 STRATA_API int strata_create_thin(strata_driver *driver, const char *id, const char *parent, const char *digest,
 				  const char *repo, strata_error *err);
+
+/* OCI's chain id of a layer with `digest` ("sha256:<hex>", its diff id)
+ * over `parent_chain` (NULL or "" for a base layer: the digest itself).
+ * -EINVAL for a malformed digest or chain id. */
+STRATA_API int strata_chain_id(const char *parent_chain, const char *digest, char ret[STRATA_DIGEST_MAX]);
 
 /*
  * The digest of the layer in repository `repo` (NULL: thin.repo) whose

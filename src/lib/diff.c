@@ -98,7 +98,7 @@ int layer_check_thin(strata_driver *d, int sfd, strata_error *err)
 				  strv_length(names) - 1);
 	_cleanup_close_ int fd = -1;
 	r = driver_thin_dir(d, true, &fd);
-	return r < 0 ? error_set(err, r, "mkdir %s/thin", d->store->root) : 0;
+	return r < 0 ? error_set(err, r, "mkdir %s/thin", d->store->root) : 1;
 }
 
 static int apply_layer(strata_driver *d, const char *id, const char *parent, int in_fd, const tar_opts *o,

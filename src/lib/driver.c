@@ -106,6 +106,9 @@ int strata_claim(strata_driver *d, const char *front_end, strata_error *err)
 	if (!snapshotter && strcmp(front_end, "serve"))
 		return error_setf(err, -EINVAL, "claim %s: unknown front end \"%s\"", d->store->root, QUOTE(front_end));
 	int r = lock_front_end(d->store, snapshotter, &d->front_end_fd);
+	if (r == -EALREADY)
+		return error_setf(err, -EBUSY, "%s %s: the store is in use by another strata snapshotter", front_end,
+				  d->store->root);
 	if (r == -EAGAIN)
 		return error_setf(
 			err, -EBUSY,

@@ -130,6 +130,20 @@ static int chain_of(const char *parent_chain, const char *hex, char ret[7 + THIN
 	return 0;
 }
 
+int strata_chain_id(const char *parent_chain, const char *digest, char ret[STRATA_DIGEST_MAX])
+{
+	char hex[THIN_DIGEST_LEN + 1];
+	if (!digest_ok(digest, hex))
+		return -EINVAL;
+	if (!parent_chain || !*parent_chain) {
+		snprintf(ret, STRATA_DIGEST_MAX, "sha256:%s", hex);
+		return 0;
+	}
+	if (!digest_ok(parent_chain, (char[THIN_DIGEST_LEN + 1]){0}))
+		return -EINVAL;
+	return chain_of(parent_chain, hex, ret);
+}
+
 static int find_by_chain(strata_driver *d, const char *repo, const char *parent_chain, const char *chain_id,
 			 char *ret_digest, strata_error *err)
 {

@@ -217,16 +217,27 @@ static int remote(snap_service *svc, const char *key, const char *parent, const 
 {
 	strata_error err = {0};
 	char found[STRATA_DIGEST_MAX];
+	/* The parent's chain id: its own ref label, else what follows the
+	 * last '/' of containerd's name for it (ns/N/chainid). */
+	const char *pchain = NULL;
+	if (up->key) {
+		pchain = label_get(&up->labels, LABEL_REF);
+		if (!pchain)
+			pchain = strrchr(up->key, '/') ? strrchr(up->key, '/') + 1 : up->key;
+	}
 	const char *digest = label_get(labels, LABEL_DIGEST);
-	if (!digest) {
-		/* The parent's chain id: its own ref label, else what follows
-		 * the last '/' of containerd's name for it (ns/N/chainid). */
-		const char *pchain = NULL;
-		if (up->key) {
-			pchain = label_get(&up->labels, LABEL_REF);
-			if (!pchain)
-				pchain = strrchr(up->key, '/') ? strrchr(up->key, '/') + 1 : up->key;
+	if (digest) {
+		/* A label is a claim: the digest must make the chain id the
+		 * snapshot is to be known by, over this parent. */
+		char chain[STRATA_DIGEST_MAX];
+		if (strata_chain_id(pchain, digest, chain) < 0 || strcmp(chain, target) != 0) {
+			logf_(svc, 1,
+			      "prepare %s: the digest label %s does not give the chain id %s over %s: unpacked as "
+			      "usual",
+			      Q(key), Q(digest), Q(target), pchain ? Q(pchain) : "no parent");
+			return 0;
 		}
+	} else {
 		int r = strata_thin_find_chain(svc->driver, NULL, pchain, target, found, &err);
 		if (r == -ENOENT)
 			return 0;

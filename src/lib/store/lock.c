@@ -92,8 +92,11 @@ int lock_held(store *s, const char *id)
 }
 
 /* Below the id locks' range, which starts at 2^62: one byte per kind of
- * front end.  Each holds its own byte shared (two strata serve on one store
- * are fine) and checks that nobody holds the other's. */
+ * front end.  strata serve holds its byte shared (two on one store are
+ * fine: each takes only its own layers' locks), the snapshotter its byte
+ * exclusively (its start reconciles the store with its database and
+ * would take another's rows in the making for debris); each checks that
+ * nobody holds the other's. */
 #define FRONT_END_OFFSET (1ULL << 61)
 
 int lock_front_end(store *s, unsigned kind, int *ret_fd)
@@ -102,13 +105,13 @@ int lock_front_end(store *s, unsigned kind, int *ret_fd)
 	if (fd < 0)
 		return negerrno();
 	struct flock own = {
-		.l_type = F_RDLCK,
+		.l_type = kind ? F_WRLCK : F_RDLCK,
 		.l_whence = SEEK_SET,
 		.l_start = (off_t)(FRONT_END_OFFSET + kind),
 		.l_len = 1,
 	};
 	if (fcntl(fd, F_OFD_SETLK, &own) < 0)
-		return negerrno();
+		return errno == EAGAIN || errno == EACCES ? -EALREADY : negerrno();
 	/* Two starting at once may each see the other: both refuse. */
 	struct flock other = {
 		.l_type = F_WRLCK,

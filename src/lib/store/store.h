@@ -84,9 +84,10 @@ int lock_store_init(store *s, id_lock *ret);
 int lock_hold(store *s, const char *id, id_lock *ret);
 /* 1 if any process holds `id`, 0 if not. */
 int lock_held(store *s, const char *id);
-/* The store's front end: kind 0 (serve) or 1 (snapshotter), one kind at a
- * time.  Never waits: -EAGAIN while a front end of the other kind holds
- * the store.  *ret_fd keeps the claim (closing it releases). */
+/* The store's front end: kind 0 (serve, any number) or 1 (snapshotter,
+ * one), one kind at a time.  Never waits: -EAGAIN while a front end of the
+ * other kind holds the store, -EALREADY while another snapshotter does.
+ * *ret_fd keeps the claim (closing it releases). */
 int lock_front_end(store *s, unsigned kind, int *ret_fd);
 void lock_release(id_lock *l);
 static inline void lock_releasep(id_lock *l)
