@@ -187,7 +187,10 @@ done
 
 store=$scratch/store
 : >"$scratch/snapshotter.log"
-snap_start "$store" "$scratch/sn.sock" "$scratch/snapshotter.log" || die "strata snapshotter did not start"
+# The thin root: a dir standing in for CernVM-FS (thin vs full, below).
+mkdir -p "$scratch/cv/bench"
+snap_start "$store" "$scratch/sn.sock" "$scratch/snapshotter.log" -o "thin.root=$scratch/cv" ||
+	die "strata snapshotter did not start"
 # ctd_lib.sh's ctd_start, but containerd logs at level info (debug logging
 # costs both sides alike, but is not what a user runs), and its temporary
 # mounts (the diff applier's) go under the scratch dir, where the exit trap
@@ -330,6 +333,35 @@ for ((r = 0; r <= runs; r++)); do
 	done
 done
 
+# ---------------------------------------------------------------- thin vs full
+
+# minbase made thin (`strata thin make --from`, its layer published into the
+# repository dir): `ctr run --rm true` of the thin image against the full
+# one, both on strata, alternating.  The thin one's container mounts its
+# layer from the repository; its import unpacks only thin.json.
+if [[ " ${images[*]} " == *" minbase "* ]]; then
+	"$STRATA" --root "$scratch/tm" init >/dev/null || die "init of the thin make store failed"
+	"$STRATA" --root "$scratch/tm" -o "thin.root=$scratch/cv" thin make --repo bench \
+		--publisher "dir:$scratch/cv/bench" --from "$in/minbase.tar" --tag bench/minbase-thin:latest \
+		-o "$in/minbase-thin.tar" \
+		>"$scratch/thin.json" 2>"$scratch/thinmake.err" ||
+		die "thin make --from minbase failed: $(tail -n 3 "$scratch/thinmake.err")"
+	thin_name=bench/minbase-thin:latest
+	c b images import --snapshotter strata "$in/minbase-thin.tar" >/dev/null || die "ctr import of the thin image failed"
+	c b images import --snapshotter strata "$in/minbase.tar" >/dev/null || die "ctr import of minbase failed"
+	for ((r = 0; r <= runs; r++)); do
+		for ((k = 0; k < 2; k++)); do
+			if (((r + k) % 2)); then
+				timed "$res/$r.thin" prep_none crun b strata --rm "docker.io/$thin_name" "thin-$r" true
+			else
+				timed "$res/$r.full" prep_none crun b strata --rm docker.io/bench/minbase:latest "full-$r" true
+			fi
+		done
+	done
+	c b images rm --sync "docker.io/$thin_name" >/dev/null || die "ctr images rm of the thin image failed"
+	rm_gc strata docker.io/bench/minbase:latest || die "ctr images rm of both images: snapshots left"
+fi
+
 is_running "$SNAP_PID" || die "the strata snapshotter died: $(tail -n 5 "$scratch/snapshotter.log")"
 nerr=$(grep -ciE 'error|fatal' "$scratch/snapshotter.log" || true)
 ((nerr == 0)) || {
@@ -348,6 +380,10 @@ nerr=$(grep -c 'level=error' "$ctd/ctd.log" || true)
 import os, statistics, sys
 res, runs, out_tsv, images = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4:]
 ops, snaps = ("import", "pull", "run", "rm"), ("overlayfs", "strata")
+
+def times_of(path):
+    with open(path) as f:
+        return [float(l) for l in f if l.strip()]
 
 def times(r, img, s, op):
     with open(os.path.join(res, "%d.%s.%s.%s" % (r, img, s, op))) as f:
@@ -376,6 +412,14 @@ for img in images:
         m = {s: statistics.median([x for r in range(1, runs + 1) for x in times(r, img, s, op)]) for s in snaps}
         print("  %-9s %-8s %9.3fs %9.3fs %15.2fx" % (op, img, m["overlayfs"], m["strata"],
                                                      m["strata"] / m["overlayfs"]))
+thin = os.path.join(res, "1.thin")
+if os.path.exists(thin):
+    def all_of(kind):
+        return [x for r in range(1, runs + 1) for x in times_of(os.path.join(res, "%d.%s" % (r, kind)))]
+    t, f = statistics.median(all_of("thin")), statistics.median(all_of("full"))
+    print()
+    print("ctr run --rm true of minbase on strata, medians of %d runs:" % runs)
+    print("  thin (its layer in the repository dir) %.3fs, full %.3fs: thin/full %.2fx" % (t, f, t / f))
 print()
 print("raw numbers: " + out_tsv)
 EOF
