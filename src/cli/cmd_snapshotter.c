@@ -33,9 +33,12 @@ static int run_snapshotter(const cli_globals *g, int argc, char **argv)
 	static const struct option longopts[] = {
 		{"socket", required_argument, NULL, 's'},
 		{"log-level", required_argument, NULL, 'l'},
+		{"stall-timeout", required_argument, NULL, 't'},
 		{NULL, 0, NULL, 0},
 	};
 	const char *socket_path = DEFAULT_SOCKET;
+	unsigned long stall = 60;
+	char *end;
 	int c;
 	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		switch (c) {
@@ -50,6 +53,12 @@ static int run_snapshotter(const cli_globals *g, int argc, char **argv)
 			else
 				return cli_usage_error(&cmd_snapshotter,
 						       "--log-level %s: expected debug, info, warn or error", optarg);
+			break;
+		case 't':
+			stall = strtoul(optarg, &end, 10);
+			if (!*optarg || *end || stall == 0 || stall > 3600)
+				return cli_usage_error(&cmd_snapshotter,
+						       "--stall-timeout %s: expected seconds, 1 to 3600", optarg);
 			break;
 		default:
 			return cli_usage_error(&cmd_snapshotter, "unknown option \"%s\"", argv[optind - 1]);
@@ -70,7 +79,7 @@ static int run_snapshotter(const cli_globals *g, int argc, char **argv)
 	snap_service *svc = NULL;
 	if (snap_service_open(g->root, g->options, log_line, NULL, &svc, &err) < 0)
 		return cli_fail(&err);
-	int r = snap_grpc_serve(svc, socket_path, &stop, log_line, NULL, &err);
+	int r = snap_grpc_serve(svc, socket_path, (unsigned)stall, &stop, log_line, NULL, &err);
 	snap_service_free(svc);
 	if (r < 0)
 		return cli_fail(&err);
@@ -79,7 +88,7 @@ static int run_snapshotter(const cli_globals *g, int argc, char **argv)
 
 const cli_command cmd_snapshotter = {
 	.name = "snapshotter",
-	.usage = "[--socket PATH] [--log-level LEVEL]",
+	.usage = "[--socket PATH] [--log-level LEVEL] [--stall-timeout SECONDS]",
 	.summary = "serve containerd's snapshots API (a proxy snapshotter) on a unix socket",
 	.help = "Listens on PATH (default " DEFAULT_SOCKET ", mode 0600) with gRPC: the service\n"
 		"containerd.services.snapshots.v1.Snapshots, backed by the store at --root (made if\n"
@@ -90,7 +99,8 @@ const cli_command cmd_snapshotter = {
 		"and `ctr --snapshotter strata`, or the CRI's snapshotter = \"strata\", use it.\n"
 		"Snapshot keys and labels live in ROOT/containerd/snapshots.db (SQLite); at start\n"
 		"the database and the layers are reconciled.  A store serves Docker (strata serve)\n"
-		"or containerd, not both at once.  SIGTERM or SIGINT: cancel the calls in\n"
-		"progress, remove the socket, exit.",
+		"or containerd, not both at once.  A call whose client neither reads nor sends\n"
+		"for --stall-timeout seconds (default 60) is cancelled.  SIGTERM or SIGINT: cancel\n"
+		"the calls in progress, remove the socket, exit.",
 	.run = run_snapshotter,
 };

@@ -48,6 +48,7 @@ typedef struct server {
 	pthread_cond_t idle;
 	snap_log_fn log;
 	void *log_data;
+	unsigned stall_seconds;
 } server;
 
 typedef struct call {
@@ -78,12 +79,23 @@ static void slog(server *s, int level, const char *fmt, ...)
 	s->log(level, buf, s->log_data);
 }
 
-/* Runs one batch and waits for it. */
+/* Runs one batch and waits for it, at most stall_seconds: a client that
+ * stops reading (or sending) has its call cancelled, so that stalled
+ * clients cannot hold every worker. */
 static bool batch(call *c, const grpc_op *ops, size_t n)
 {
 	if (grpc_call_start_batch(c->call, ops, n, c, NULL) != GRPC_CALL_OK)
 		return false;
-	grpc_event ev = grpc_completion_queue_pluck(c->cq, c, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+	gpr_timespec deadline =
+		gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_seconds(c->srv->stall_seconds, GPR_TIMESPAN));
+	grpc_event ev = grpc_completion_queue_pluck(c->cq, c, deadline, NULL);
+	if (ev.type == GRPC_QUEUE_TIMEOUT) {
+		slog(c->srv, 1, "a client neither read nor sent for %u s: its call is cancelled",
+		     c->srv->stall_seconds);
+		grpc_call_cancel(c->call, NULL);
+		ev = grpc_completion_queue_pluck(c->cq, c, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+		return false;
+	}
 	return ev.type == GRPC_OP_COMPLETE && ev.success;
 }
 
@@ -685,8 +697,8 @@ static int claim_socket(const char *path, strata_error *err)
 	return unlink(path) < 0 && errno != ENOENT ? -errno : 0;
 }
 
-int snap_grpc_serve(snap_service *svc, const char *socket_path, const sigset_t *stop_signals, snap_log_fn log,
-		    void *log_data, strata_error *err)
+int snap_grpc_serve(snap_service *svc, const char *socket_path, unsigned stall_seconds, const sigset_t *stop_signals,
+		    snap_log_fn log, void *log_data, strata_error *err)
 {
 	if (strlen(socket_path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
 		snprintf(err->message, sizeof(err->message), "snapshotter: socket path %s is too long", socket_path);
@@ -700,7 +712,7 @@ int snap_grpc_serve(snap_service *svc, const char *socket_path, const sigset_t *
 				err->code = -r;
 		return r;
 	}
-	server s = {.svc = svc, .log = log, .log_data = log_data};
+	server s = {.svc = svc, .log = log, .log_data = log_data, .stall_seconds = stall_seconds ? stall_seconds : 60};
 	sem_init(&s.slots, 0, MAX_WORKERS);
 	pthread_mutex_init(&s.lock, NULL);
 	pthread_cond_init(&s.idle, NULL);

@@ -10,6 +10,7 @@
  * (which the caller has blocked in every thread) is pending; then cancels
  * the calls in progress, waits for them and removes the socket.  A stale
  * socket is replaced; a live one, or a path that is not a socket, is an
- * error. */
-int snap_grpc_serve(snap_service *svc, const char *socket_path, const sigset_t *stop_signals, snap_log_fn log,
-		    void *log_data, strata_error *err);
+ * error.  A call whose client neither reads nor sends for stall_seconds (0:
+ * 60) is cancelled. */
+int snap_grpc_serve(snap_service *svc, const char *socket_path, unsigned stall_seconds, const sigset_t *stop_signals,
+		    snap_log_fn log, void *log_data, strata_error *err);

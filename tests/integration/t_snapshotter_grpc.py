@@ -1431,6 +1431,46 @@ def main():
         cli().cleanup()
         clean()
 
+    @case("a client that opens a call and never sends its request is cancelled after --stall-timeout; "
+          "the daemon serves on")
+    def _():
+        sock = os.path.join(TMP, "stall.sock")
+        st = Proc("stall", [STRATA, "--root", os.path.join(TMP, "stall-store"), "snapshotter",
+                            "--stall-timeout", "2", "--socket", sock])
+        try:
+            end = time.monotonic() + 20
+            while not socket_accepts(sock) and time.monotonic() < end and st.alive():
+                time.sleep(0.05)
+            expect(socket_accepts(sock), "the snapshotter did not come up", *st.log_tail())
+            ch = grpc.insecure_channel("unix:" + sock)
+            never = threading.Event()
+
+            def requests():
+                never.wait(30)
+                yield b""
+
+            t0 = time.monotonic()
+            fn = ch.stream_unary(SVC + "Stat", request_serializer=None, response_deserializer=None)
+            try:
+                fn(requests(), timeout=20)
+                raise Fail("the stalled call succeeded")
+            except grpc.RpcError as e:
+                took = time.monotonic() - t0
+                expect(e.code() == grpc.StatusCode.CANCELLED, f"status {e.code()}: {e.details()}")
+                expect(1.5 <= took <= 10, f"cancelled after {took:.1f}s, not about 2s")
+            finally:
+                never.set()
+                ch.close()
+            expect("its call is cancelled" in st.log(), "the log does not say so", *st.log_tail())
+            c = Client(sock)
+            try:
+                c.prepare("after-stall")
+                expect_eq(c.stat("after-stall").name, "after-stall", "the next call's snapshot")
+            finally:
+                c.close()
+        finally:
+            st.stop()
+
     @case("a regular file at the socket path is refused (exit 1, naming it) and left intact")
     def _():
         path = os.path.join(TMP, "not-a-socket")
