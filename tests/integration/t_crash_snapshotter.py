@@ -86,18 +86,18 @@ REF = "sha256:" + "ab" * 32
 # Each operation: the call, the same kind of call on another snapshot (the
 # follow-up), what it touches.
 OPS = {
-    "prepare": dict(call=lambda c: c.prepare("p-new", "c-top", {"l": "p"}),
+    "prepare": dict(touched=("p-new",), call=lambda c: c.prepare("p-new", "c-top", {"l": "p"}),
                     again=lambda c: c.prepare("p-new2", "c-top", {"l": "p2"})),
-    "view": dict(call=lambda c: c.view("v-new", "c-top", {"l": "v"}),
+    "view": dict(touched=("v-new",), call=lambda c: c.view("v-new", "c-top", {"l": "v"}),
                  again=lambda c: c.view("v-new2", "c-top")),
-    "commit": dict(call=lambda c: c.commit("c-new", "a-commit", {"containerd.io/snapshot.ref": REF}),
+    "commit": dict(touched=("a-commit", "c-new"), call=lambda c: c.commit("c-new", "a-commit", {"containerd.io/snapshot.ref": REF}),
                    again=lambda c: c.commit("c-new2", "a-commit2")),
-    "remove": dict(call=lambda c: c.remove("r-rm"),
+    "remove": dict(touched=("r-rm",), call=lambda c: c.remove("r-rm"),
                    again=lambda c: c.remove("r-rm2")),
     # labels.b unset, labels.c set: {a, b} -> {a, c}
-    "update": dict(call=lambda c: c.update("u-lab", {"c": "3"}, ["labels.b", "labels.c"]),
+    "update": dict(touched=("u-lab",), call=lambda c: c.update("u-lab", {"c": "3"}, ["labels.b", "labels.c"]),
                    again=lambda c: c.update("u-lab", {"z": "9"}, ["labels.z"])),
-    "cleanup": dict(call=lambda c: c.cleanup(),
+    "cleanup": dict(touched=(), call=lambda c: c.cleanup(),
                     again=lambda c: c.cleanup()),
 }
 
@@ -157,15 +157,27 @@ def tree_hash(lid):
     return hashlib.sha256(tc.snapshot(d).encode()).hexdigest()[:12]
 
 
-def state(cli, known_ids):
-    """{name: (kind, parent, labels, layer, files)} of every snapshot; a
-    layer the template does not have is 'new'."""
+def state(cli, known_ids, touched=()):
+    """{name: (kind, parent, labels, layer, files, mounts or usage, times)}
+    of every snapshot; a layer the template does not have is 'new'; the
+    times of the snapshots the call touches are left out."""
     rows = tg.db_rows(STORE)
+
+    def lid_of(path):
+        lid = os.path.basename(os.path.realpath(path))
+        return lid if lid in known_ids else "new"
+
     out = {}
     for i in cli.list():
         lid = rows[i.name][0] if i.name in rows else "<no row>"
+        if i.kind == tg.COMMITTED:
+            more = ("usage", cli.usage(i.name))
+        else:  # the layers its mounts name: its own and its parents'
+            more = tuple((m.type, "ro" in m.options, lid_of(m.source if m.type == "bind" else m.opt("upperdir") or ""),
+                          tuple(lid_of(x) for x in tg.lowers(m))) for m in cli.mounts(i.name))
         out[i.name] = (tg.KIND_NAME.get(i.kind, i.kind), i.parent, tuple(sorted(i.labels.items())),
-                       lid if lid in known_ids else "new", tree_hash(lid))
+                       lid if lid in known_ids else "new", tree_hash(lid), more,
+                       None if i.name in touched else (i.created, i.updated))
     return out
 
 
@@ -218,6 +230,24 @@ def build_template():
 
 # ---------------------------------------------------------------- one run
 
+def wait_attached(d, tracer, timeout=10):
+    """Until strace traces every thread of d (t_crash.wait_attached, which
+    waits on a zombie killed at the first kill point till its timeout)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and d.alive() and tracer.poll() is None:
+        try:
+            tids = os.listdir(f"/proc/{d.pid}/task")
+            traced = 0
+            for t in tids:
+                with open(f"/proc/{d.pid}/task/{t}/status") as f:
+                    traced += any(x.startswith("TracerPid:") and x.split()[1] != "0" for x in f)
+            if tids and traced == len(tids):
+                return
+        except OSError:
+            return
+        time.sleep(0.002)
+
+
 def traced_call(d, cli, op, inject, log="/dev/null"):
     """The call with strace attached to every thread of d; returns the
     gRPC error (None: it succeeded) and whether d was killed."""
@@ -227,23 +257,30 @@ def traced_call(d, cli, op, inject, log="/dev/null"):
     tracer = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     tc.STARTED.append(tracer)
     try:
-        tc.wait_attached(d.pid)
+        wait_attached(d, tracer)
         err = None
         try:
             OPS[op]["call"](cli)
         except grpc.RpcError as e:
             err = e
+        if err is not None:
+            # Killed, most likely: strace leaves once every thread is gone.
+            try:
+                d.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
     finally:
-        if tracer.poll() is None:
+        if tracer.poll() is None and d.alive():
             tracer.send_signal(signal.SIGINT)  # detach
         try:
-            tracer.wait(30)
+            tracer.wait(3)
         except subprocess.TimeoutExpired:
+            # strace interrupted while its tracee dies may not leave.
             tracer.kill()
             tracer.wait()
         tc.STARTED.remove(tracer)
     try:
-        d.proc.wait(0.05)
+        d.proc.wait(0.02)
     except subprocess.TimeoutExpired:
         pass
     return err, not d.alive()
@@ -259,7 +296,8 @@ def setup_run(op, name):
 
 
 def run_once(op, inject, ref):
-    """One run killed at inject (SYSCALL, N); returns (fired, problems)."""
+    """One run killed at inject (SYSCALL, N); returns (fired, problems);
+    counts in ref["seen"] how the snapshots were found."""
     bad = []
     d, cli = setup_run(op, f"{op}-{inject[0]}-{inject[1]}")
     err, fired = traced_call(d, cli, op, inject)
@@ -273,8 +311,10 @@ def run_once(op, inject, ref):
         return fired, bad + ["the snapshotter does not start again:"] + e.lines
     try:
         bad += check_store(cli)                                     # (2), (3)
-        got = state(cli, ref["ids"])
-        which = "before" if got == ref["before"] else "after" if got == ref["after"] else None
+        got = state(cli, ref["ids"], OPS[op]["touched"])
+        # (Cleanup changes no snapshot: its before is its after.)
+        which = "after" if got == ref["after"] else "before" if got == ref["before"] else None
+        ref["seen"][which or "neither"] += 1
         if which is None:                                           # (4)
             bad.append("the snapshots are neither as before the call nor as after it; against after:")
             bad += diff_states(got, ref["after"])
@@ -296,7 +336,7 @@ def run_once(op, inject, ref):
         # (5) the call again if it had not happened, then one of its kind more
         if which == "before":
             OPS[op]["call"](cli)
-            got = state(cli, ref["ids"])
+            got = state(cli, ref["ids"], OPS[op]["touched"])
             if got != ref["after"]:
                 return fired, ["after the call made again, the snapshots are not as after it:"] + \
                     diff_states(got, ref["after"])
@@ -321,11 +361,11 @@ def sweep(op):
     # before: the template as the daemon reads it
     d, cli = setup_run(op, f"{op}-ref")
     ids = {v[0] for v in tg.db_rows(STORE).values()} | ({DEBRIS} if op == "cleanup" else set())
-    ref = {"ids": ids, "before": state(cli, ids)}
+    ref = {"ids": ids, "seen": {"before": 0, "after": 0, "neither": 0}, "before": state(cli, ids, OPS[op]["touched"])}
     # the record: one call, traced, not killed
     log = os.path.join(tc.TMP, f"{op}.strace")
     err, fired = traced_call(d, cli, op, None, log)
-    ref["after"] = state(cli, ids)
+    ref["after"] = state(cli, ids, OPS[op]["touched"])
     bad = check_store(cli)
     kill(d, cli)
     names = []
@@ -356,7 +396,10 @@ def sweep(op):
             if n > MAX_N:
                 tc.tap(False, f"{op}: {name} still kills at #{n}")
                 break
-    print(f"# {op}: {points} kill points in {time.monotonic() - t0:.1f} s")
+    seen = ref["seen"]
+    print(f"# {op}: {points} kill points in {time.monotonic() - t0:.1f} s (found as before the call "
+          f"{seen['before']} times, as after {seen['after']}" + (f", neither {seen['neither']}" if seen["neither"] else "")
+          + ")")
     sys.stdout.flush()
     return points
 
@@ -372,7 +415,12 @@ def main():
     print(f"# {total} kill points: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
 
 
+def on_term(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, on_term)  # meson's timeout: clean up all the same
     try:
         main()
     except BaseException as e:
