@@ -225,19 +225,15 @@ static int remote(snap_service *svc, const char *key, const char *parent, const 
 		if (!pchain)
 			pchain = strrchr(up->key, '/') ? strrchr(up->key, '/') + 1 : up->key;
 	}
+	/* The CRI's digest label names the layer's blob, which is its diff id
+	 * only for an uncompressed layer: it is used when it gives the chain
+	 * id (a label is a claim, checked), else the layer is looked for by
+	 * its chain id, over every digest the repository holds. */
 	const char *digest = label_get(labels, LABEL_DIGEST);
-	if (digest) {
-		/* A label is a claim: the digest must make the chain id the
-		 * snapshot is to be known by, over this parent. */
-		char chain[STRATA_DIGEST_MAX];
-		if (strata_chain_id(pchain, digest, chain) < 0 || strcmp(chain, target) != 0) {
-			logf_(svc, 1,
-			      "prepare %s: the digest label %s does not give the chain id %s over %s: unpacked as "
-			      "usual",
-			      Q(key), Q(digest), Q(target), pchain ? Q(pchain) : "no parent");
-			return 0;
-		}
-	} else {
+	char chain[STRATA_DIGEST_MAX];
+	if (digest && (strata_chain_id(pchain, digest, chain) < 0 || strcmp(chain, target) != 0))
+		digest = NULL;
+	if (!digest) {
 		int r = strata_thin_find_chain(svc->driver, NULL, pchain, target, found, &err);
 		if (r == -ENOENT)
 			return 0;
