@@ -1,7 +1,8 @@
 # shellcheck shell=bash
 # shellcheck disable=SC2034 # globals set here are read by the callers
 # A private containerd (Debian's 1.6) and `strata snapshotter` for
-# t_containerd.sh.  Source lib.sh and docker_lib.sh (is_running, stop_pid,
+# t_containerd.sh and t_containerd_thin.sh, and the helpers and inputs the
+# two share.  Source lib.sh and docker_lib.sh (is_running, stop_pid,
 # kill_procs_under, failn) first.
 #
 # Every containerd gets its own config, root, state, gRPC, ttrpc and debug
@@ -192,7 +193,8 @@ ctd_test_exit() {
 # ctd_test_init NAME: the traps (ctd_test_exit on EXIT, which INT, TERM and
 # HUP reach as exit 130, 143, 129); skips NAME and exits 0 without
 # containerd, ctr, runc, /bin/busybox or root; makes W=$TEST_TMP/w, the
-# test's inputs and results.  Replaces lib.sh's `is` with one for values of
+# test's inputs and results, and the snapshotter's dir: SNAP_SOCKET, and
+# SNAP_LOGFILE (empty).  Replaces lib.sh's `is` with one for values of
 # several lines.
 ctd_test_init() {
 	local name=$1 need
@@ -216,6 +218,10 @@ ctd_test_init() {
 	fi
 	W=$TEST_TMP/w
 	mkdir -p "$W"
+	SNAP_SOCKET=$TEST_TMP/sn/snap.sock
+	SNAP_LOGFILE=$TEST_TMP/sn/snapshotter.log
+	mkdir -p "$TEST_TMP/sn"
+	: >"$SNAP_LOGFILE"
 
 	# is DESC ACTUAL EXPECTED: lib.sh's, for values of several lines.
 	# shellcheck disable=SC2317 # called by the tests
@@ -229,4 +235,125 @@ ctd_test_init() {
 # "failed precondition", "invalid argument", ...).
 errclass() {
 	printf '%s\n' "$1" | tail -n 1 | sed 's/.*: //'
+}
+
+# ---------------------------------------------------------------- the tests' own
+
+# The container's root filesystem, one line an entry (as ctd_tool.py model
+# prints the image's): path, type, mode, owner, and for files size, link
+# count and md5.  The runtime's own mount points are left out.
+# shellcheck disable=SC2016 # for the container's shell
+CTD_LIST='find / -xdev | while read -r p; do
+	case $p in /proc|/sys|/dev|/run) continue ;; esac
+	set -- $(stat -c "%F|%a|%u:%g|%s|%h" "$p" | tr " |" "_ ")
+	case $1 in
+	directory) echo "$p d $2 $3" ;;
+	symbolic_link) echo "$p l $2 $3 -> $(readlink "$p")" ;;
+	regular_file) echo "$p f $2 $3 $4 $5 $(md5sum <"$p" | cut -c1-12)" ;;
+	*) echo "$p ? $1" ;;
+	esac
+done'
+
+# What a container does to ctd_tool.py's busybox image (it prints "done").
+CTD_MODIFY='set -e
+echo new >/data/new
+echo "w:x:1001:1001::/:/bin/sh" >>/etc/passwd
+rm /data/keep
+rm /data/hardsrc
+echo more >>/data/hard
+mv /data/dir /data/dir2
+mv /data/opq /data/opq2
+chown 1000:1000 /data/l3
+chmod 0700 /data/suid
+mkdir -m 0750 /data/made
+ln -s new /data/newlink
+echo done'
+# What modified_view prints of a root filesystem CTD_MODIFY changed.
+CTD_MODIFIED='new
+hard
+more
+dir2 hard l3 link made new newlink opq2 own suid '
+
+# modified_view DIR: /data/new, /data/hard and the names in /data of the
+# root filesystem at DIR.
+modified_view() {
+	cat "$1/data/new" "$1/data/hard" 2>&1
+	(cd "$1/data" && printf '%s ' *)
+}
+
+# diag TAG: the ends of containerd's log (its errors and warnings first)
+# and, on strata, of the snapshotter's, as TAP comments.
+diag() {
+	local tag=$1 log=${CTD_DIR[$1]}/ctd.log
+	echo "# --- containerd ($tag) log, last errors and warnings:"
+	grep -E 'level=(error|warning|fatal)' "$log" 2>/dev/null | tail -n 8 | cut -c1-400 | sed 's/^/#   /'
+	echo "# --- containerd ($tag) log, last lines:"
+	tail -n 8 "$log" 2>/dev/null | cut -c1-400 | sed 's/^/#   /'
+	if [[ -n ${CTD_PROXY[$tag]:-} ]]; then
+		echo "# --- strata snapshotter log, last lines:"
+		tail -n 15 "$SNAP_LOGFILE" | cut -c1-400 | sed 's/^/#   /'
+	fi
+}
+
+# ccheck TAG DESC ARGS...: passes when `ctr ARGS` exits 0.
+ccheck() {
+	local tag=$1 desc=$2 out
+	shift 2
+	if out=$(c "$tag" "$@" 2>&1); then
+		pass "$desc"
+	else
+		failn "$desc" "command: ctr $*" "$(printf '%s\n' "$out" | tail -n 10)"
+		diag "$tag"
+		return 1
+	fi
+}
+
+# snaps_ls TAG SNAP: `ctr snapshots ls` as "KEY PARENT KIND" (PARENT "-"
+# for none), sorted.
+snaps_ls() {
+	c "$1" snapshots --snapshotter "$2" ls | awk 'NR > 1 { if (NF == 2) print $1, "-", $2; else print $1, $2, $3 }' |
+		LC_ALL=C sort
+}
+
+# mount_lines: run the `mount ...` commands on stdin (what `ctr snapshots
+# mounts TARGET KEY` prints), each a mount(8) command line.
+mount_lines() {
+	local line
+	local -a w
+	while read -r line; do
+		read -ra w <<<"$line"
+		[[ ${w[0]:-} == mount ]] || {
+			echo "not a mount command: $line" >&2
+			return 1
+		}
+		"${w[@]}" || return 1
+	done
+}
+
+# umount_target LABEL TARGET: unmount TARGET (every mount stacked on it).
+umount_target() {
+	local label=$1 target=$2 out=""
+	while mountpoint -q "$target"; do
+		out=$(umount "$target" 2>&1) || break
+	done
+	if mountpoint -q "$target"; then
+		failn "$label: unmount $target" "$out"
+		umount -l "$target"
+	fi
+}
+
+# images_gc TAG SNAP LABEL: every image removed (`ctr images rm --sync`, a
+# case), then up to 20 s for containerd's garbage collection to remove
+# every snapshot of SNAP (a case).
+images_gc() {
+	local tag=$1 snap=$2 label=$3 left=""
+	local -a ids
+	mapfile -t ids < <(c "$tag" images ls -q)
+	((${#ids[@]} == 0)) || ccheck "$tag" "$label: ctr images rm --sync every image" images rm --sync "${ids[@]}"
+	local deadline=$((SECONDS + 20))
+	while left=$(c "$tag" snapshots --snapshotter "$snap" ls 2>&1 | tail -n +2) && [[ -n $left ]]; do
+		((SECONDS < deadline)) || break
+		sleep 0.5
+	done
+	is "$label: garbage collection leaves no snapshot" "$left" ""
 }

@@ -3,7 +3,8 @@
 the calls containerd's CRI makes when it unpacks an image for a remote
 snapshotter, sent to containerd itself (its gRPC socket), which hands them
 to the snapshotter named in the request.  Raw bytes over Debian's
-python3-grpcio with a hand-written protobuf encoder: no generated code.
+python3-grpcio with snapproto.py's hand-written protobuf encoder and
+client: no generated code.
 
   ctd_snapclient.py prepare SOCK NS LEASE KEY PARENT [NAME=VALUE...]
       Prepare(snapshotter="strata", key, parent, labels).  Prints
@@ -23,106 +24,24 @@ containerd-lease, as the CRI does.
 import sys
 
 import grpc
-
-SERVICE = "/containerd.services.snapshots.v1.Snapshots/"
-SNAPSHOTTER = "strata"
-KINDS = {0: "Unknown", 1: "View", 2: "Active", 3: "Committed"}
-
-
-def varint(n):
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-def field_bytes(num, data):
-    if isinstance(data, str):
-        data = data.encode()
-    return varint(num << 3 | 2) + varint(len(data)) + data
-
-
-def field_str(num, s):
-    # proto3: an empty string is not sent
-    return field_bytes(num, s) if s else b""
-
-
-def field_map(num, labels):
-    return b"".join(field_bytes(num, field_bytes(1, k) + field_bytes(2, v)) for k, v in sorted(labels.items()))
-
-
-def decode(buf):
-    """Fields of a message: a list of (number, value), value an int or bytes."""
-    out, i = [], 0
-    while i < len(buf):
-        key, i = read_varint(buf, i)
-        num, wt = key >> 3, key & 7
-        if wt == 0:
-            v, i = read_varint(buf, i)
-        elif wt == 2:
-            n, i = read_varint(buf, i)
-            v, i = buf[i:i + n], i + n
-        elif wt == 1:
-            v, i = buf[i:i + 8], i + 8
-        elif wt == 5:
-            v, i = buf[i:i + 4], i + 4
-        else:
-            raise ValueError("wire type %d" % wt)
-        out.append((num, v))
-    return out
-
-
-def read_varint(buf, i):
-    n, shift = 0, 0
-    while True:
-        b = buf[i]
-        i += 1
-        n |= (b & 0x7F) << shift
-        shift += 7
-        if not b & 0x80:
-            return n, i
+from snapproto import KIND_NAME, Client
 
 
 def mount_text(m):
-    typ, src, opts = "", "", []
-    for num, v in decode(m):
-        if num == 1:
-            typ = v.decode()
-        elif num == 2:
-            src = v.decode()
-        elif num == 4:
-            opts.append(v.decode())
-    return "%s %s %s" % (typ, src, ",".join(opts))
+    return "%s %s %s" % (m.type, m.source, ",".join(m.options))
 
 
-def info_text(b):
-    name, parent, kind, labels = "", "", 0, {}
-    for num, v in decode(b):
-        if num == 1:
-            name = v.decode()
-        elif num == 2:
-            parent = v.decode()
-        elif num == 3:
-            kind = v
-        elif num == 6:
-            kv = dict(decode(v))
-            labels[kv.get(1, b"").decode()] = kv.get(2, b"").decode()
-    ls = ",".join("%s=%s" % (k, v) for k, v in sorted(labels.items()))
-    return "Name=%s Parent=%s Kind=%s Labels=%s" % (name, parent, KINDS.get(kind, kind), ls)
+def info_text(i):
+    ls = ",".join("%s=%s" % (k, v) for k, v in sorted(i.labels.items()))
+    kind = str(KIND_NAME.get(i.kind, i.kind)).capitalize()
+    return "Name=%s Parent=%s Kind=%s Labels=%s" % (i.name, i.parent, kind, ls)
 
 
-def call(sock, ns, lease, method, req):
+def client(sock, ns, lease):
     md = [("containerd-namespace", ns)]
     if lease and lease != "-":
         md.append(("containerd-lease", lease))
-    with grpc.insecure_channel("unix:" + sock) as ch:
-        f = ch.unary_unary(SERVICE + method, request_serializer=None, response_deserializer=None)
-        return f(req, metadata=md, timeout=60)
+    return Client(sock, metadata=md, timeout=60)
 
 
 def main():
@@ -130,31 +49,29 @@ def main():
     if len(a) >= 6 and a[0] in ("prepare", "view"):
         sock, ns, lease, key, parent = a[1:6]
         labels = dict(x.split("=", 1) for x in a[6:])
-        req = field_str(1, SNAPSHOTTER) + field_str(2, key) + field_str(3, parent) + field_map(4, labels)
+        c = client(sock, ns, lease)
         try:
-            resp = call(sock, ns, lease, a[0].capitalize(), req)
+            mounts = getattr(c, a[0])(key, parent, dict(sorted(labels.items())))
         except grpc.RpcError as e:
             print("%s %s" % (e.code().name, e.details()))
             return 0 if e.code() == grpc.StatusCode.ALREADY_EXISTS else 1
+        finally:
+            c.close()
         print("OK")
-        for num, v in decode(resp):
-            if num == 1:
-                print(mount_text(v))
+        for m in mounts:
+            print(mount_text(m))
         return 0
     if len(a) == 4 and a[0] in ("stat", "remove"):
         sock, ns, key = a[1:4]
-        req = field_str(1, SNAPSHOTTER) + field_str(2, key)
+        c = client(sock, ns, "-")
         try:
-            resp = call(sock, ns, "-", a[0].capitalize(), req)
+            info = getattr(c, a[0])(key)
         except grpc.RpcError as e:
             print("%s %s" % (e.code().name, e.details()))
             return 1
-        if a[0] == "remove":
-            print("OK")
-        else:
-            for num, v in decode(resp):
-                if num == 1:
-                    print(info_text(v))
+        finally:
+            c.close()
+        print("OK" if a[0] == "remove" else info_text(info))
         return 0
     sys.exit(__doc__)
 

@@ -21,10 +21,6 @@
 
 ctd_test_init "containerd tests"
 TOOL=$(cd "$(dirname "$0")" && pwd)/ctd_tool.py
-SNAP_SOCKET=$TEST_TMP/sn/snap.sock
-SNAP_LOGFILE=$TEST_TMP/sn/snapshotter.log
-mkdir -p "$TEST_TMP/sn"
-: >"$SNAP_LOGFILE"
 
 # ---------------------------------------------------------------- inputs
 
@@ -63,21 +59,6 @@ else
 	skip "pulls from a local registry" "docker-registry or skopeo is missing (apt-get install docker-registry skopeo)"
 fi
 
-# The container's root filesystem, one line an entry (as ctd_tool.py model
-# prints the image's): path, type, mode, owner, and for files size, link
-# count and md5.  The runtime's own mount points are left out.
-# shellcheck disable=SC2016 # for the container's shell
-LIST='find / -xdev | while read -r p; do
-	case $p in /proc|/sys|/dev|/run) continue ;; esac
-	set -- $(stat -c "%F|%a|%u:%g|%s|%h" "$p" | tr " |" "_ ")
-	case $1 in
-	directory) echo "$p d $2 $3" ;;
-	symbolic_link) echo "$p l $2 $3 -> $(readlink "$p")" ;;
-	regular_file) echo "$p f $2 $3 $4 $5 $(md5sum <"$p" | cut -c1-12)" ;;
-	*) echo "$p ? $1" ;;
-	esac
-done'
-
 # What the image must show, by construction (see ctd_tool.py).
 # shellcheck disable=SC2016 # for the container's shell
 FACTS='cat /data/keep /data/opq/new /data/dir/x /data/l3 /etc/motd
@@ -110,22 +91,8 @@ hard and hardsrc: one inode
 suid
 end'
 
-# What a container does to the image.
-MODIFY='set -e
-echo new >/data/new
-echo "w:x:1001:1001::/:/bin/sh" >>/etc/passwd
-rm /data/keep
-rm /data/hardsrc
-echo more >>/data/hard
-mv /data/dir /data/dir2
-mv /data/opq /data/opq2
-chown 1000:1000 /data/l3
-chmod 0700 /data/suid
-mkdir -m 0750 /data/made
-ln -s new /data/newlink
-echo done'
-# The names `ctr snapshots diff` of that container lists (a tar of the
-# changes against the image, whiteouts as .wh. files).
+# The names `ctr snapshots diff` of a container CTD_MODIFY changed lists (a
+# tar of the changes against the image, whiteouts as .wh. files).
 MODIFY_DIFF_NAMES='data
 data/.wh.dir
 data/.wh.hardsrc
@@ -146,33 +113,6 @@ etc
 etc/passwd'
 
 # ---------------------------------------------------------------- helpers
-
-# diag TAG: the ends of containerd's log (its errors and warnings first)
-# and, on strata, of the snapshotter's, as TAP comments.
-diag() {
-	local tag=$1 log=${CTD_DIR[$1]}/ctd.log
-	echo "# --- containerd ($tag) log, last errors and warnings:"
-	grep -E 'level=(error|warning|fatal)' "$log" 2>/dev/null | tail -n 8 | cut -c1-400 | sed 's/^/#   /'
-	echo "# --- containerd ($tag) log, last lines:"
-	tail -n 8 "$log" 2>/dev/null | cut -c1-400 | sed 's/^/#   /'
-	if [[ -n ${CTD_PROXY[$tag]:-} ]]; then
-		echo "# --- strata snapshotter log, last lines:"
-		tail -n 15 "$SNAP_LOGFILE" | cut -c1-400 | sed 's/^/#   /'
-	fi
-}
-
-# ccheck TAG DESC ARGS...: passes when `ctr ARGS` exits 0.
-ccheck() {
-	local tag=$1 desc=$2 out
-	shift 2
-	if out=$(c "$tag" "$@" 2>&1); then
-		pass "$desc"
-	else
-		failn "$desc" "command: ctr $*" "$(printf '%s\n' "$out" | tail -n 10)"
-		diag "$tag"
-		return 1
-	fi
-}
 
 # cis TAG DESC EXPECTED ARGS...: `ctr ARGS` exits 0 and prints EXPECTED.
 cis() {
@@ -233,28 +173,6 @@ alive() {
 	fi
 }
 
-# snaps_ls TAG SNAP: `ctr snapshots ls` as "KEY PARENT KIND" (PARENT "-"
-# for none), sorted.
-snaps_ls() {
-	c "$1" snapshots --snapshotter "$2" ls | awk 'NR > 1 { if (NF == 2) print $1, "-", $2; else print $1, $2, $3 }' |
-		LC_ALL=C sort
-}
-
-# mount_line TARGET: run the `mount ...` commands on stdin (what `ctr
-# snapshots mounts TARGET KEY` prints), each a mount(8) command line.
-mount_lines() {
-	local line
-	local -a w
-	while read -r line; do
-		read -ra w <<<"$line"
-		[[ ${w[0]:-} == mount ]] || {
-			echo "not a mount command: $line" >&2
-			return 1
-		}
-		"${w[@]}" || return 1
-	done
-}
-
 # snapmount TAG SNAP LABEL NAME KEY TARGET: `ctr snapshots mounts` of KEY,
 # its shape saved as W/TAG.shape.NAME (for the comparison); mounted at
 # TARGET.  Returns 1 (after a failed case) when it cannot be mounted.
@@ -278,23 +196,11 @@ snapmount() {
 	fi
 }
 
-# umount_target LABEL TARGET: unmount TARGET (every mount stacked on it).
-umount_target() {
-	local label=$1 target=$2 out=""
-	while mountpoint -q "$target"; do
-		out=$(umount "$target" 2>&1) || break
-	done
-	if mountpoint -q "$target"; then
-		failn "$label: unmount $target" "$out"
-		umount -l "$target"
-	fi
-}
-
 # rm_all TAG SNAP LABEL: every container, snapshot made by hand (what an
 # earlier failure left), and image removed; waits (up to 20 s) for
 # containerd's garbage collection to remove every snapshot and content blob.
 rm_all() {
-	local tag=$1 snap=$2 label=$3 left k
+	local tag=$1 snap=$2 label=$3 k
 	local -a ids
 	mapfile -t ids < <(c "$tag" containers ls -q)
 	((${#ids[@]} == 0)) || ccheck "$tag" "$label: ctr containers rm every container" containers rm "${ids[@]}"
@@ -304,14 +210,7 @@ rm_all() {
 		echo "# $label: removing snapshots left: ${ids[*]}"
 		for k in "${ids[@]}"; do c "$tag" snapshots --snapshotter "$snap" rm "$k" >/dev/null 2>&1; done
 	done
-	mapfile -t ids < <(c "$tag" images ls -q)
-	((${#ids[@]} == 0)) || ccheck "$tag" "$label: ctr images rm --sync every image" images rm --sync "${ids[@]}"
-	local deadline=$((SECONDS + 20))
-	while left=$(c "$tag" snapshots --snapshotter "$snap" ls 2>&1 | tail -n +2) && [[ -n $left ]]; do
-		((SECONDS < deadline)) || break
-		sleep 0.5
-	done
-	is "$label: garbage collection leaves no snapshot" "$left" ""
+	images_gc "$tag" "$snap" "$label"
 	is "$label: and no content" "$(c "$tag" content ls -q 2>&1)" ""
 	is "$label: and no lease" "$(c "$tag" leases ls -q 2>&1)" ""
 }
@@ -370,7 +269,7 @@ scenario() {
 			LC_ALL=C sort)"
 	alive "$tag" "$label" || return 1
 
-	crun "$tag" "$snap" --rm "$IMG" "$tag-ls" sh -c "$LIST" >"$W/$tag.rootfs.raw" 2>"$W/stderr"
+	crun "$tag" "$snap" --rm "$IMG" "$tag-ls" sh -c "$CTD_LIST" >"$W/$tag.rootfs.raw" 2>"$W/stderr"
 	rc=$?
 	LC_ALL=C sort "$W/$tag.rootfs.raw" >"$W/$tag.rootfs"
 	if ((rc == 0)) && [[ -s $W/$tag.rootfs ]]; then
@@ -390,7 +289,7 @@ scenario() {
 	alive "$tag" "$label" || return 1
 
 	# -------- a container that changes things, kept (no --rm)
-	if out=$(crun "$tag" "$snap" "$IMG" "$tag-w" sh -c "$MODIFY" 2>&1) && [[ $out == "done" ]]; then
+	if out=$(crun "$tag" "$snap" "$IMG" "$tag-w" sh -c "$CTD_MODIFY" 2>&1) && [[ $out == "done" ]]; then
 		pass "$label: ctr run (no --rm) of a container that writes, deletes and renames"
 	else
 		failn "$label: ctr run (no --rm) of a container that writes, deletes and renames" "$out"
@@ -399,12 +298,7 @@ scenario() {
 	is "$label: its snapshot lingers, active, on the image's top" \
 		"$(snaps_ls "$tag" "$snap" 2>&1 | grep "^$tag-w ")" "$tag-w $TOP Active"
 	if snapmount "$tag" "$snap" "$label" container "$tag-w" "$mnt/w"; then
-		is "$label: its mount shows the changes" \
-			"$(cat "$mnt/w/data/new" "$mnt/w/data/hard" 2>&1; cd "$mnt/w/data" && printf '%s ' *)" \
-			"new
-hard
-more
-dir2 hard l3 link made new newlink opq2 own suid "
+		is "$label: its mount shows the changes" "$(modified_view "$mnt/w")" "$CTD_MODIFIED"
 		umount_target "$label" "$mnt/w"
 	fi
 	if c "$tag" snapshots --snapshotter "$snap" diff --media-type application/vnd.oci.image.layer.v1.tar \

@@ -38,10 +38,6 @@ ctd_test_init "containerd thin tests"
 HERE=$(cd "$(dirname "$0")" && pwd)
 TOOL=$HERE/ctd_tool.py
 CLIENT=$HERE/ctd_snapclient.py
-SNAP_SOCKET=$TEST_TMP/sn/snap.sock
-SNAP_LOGFILE=$TEST_TMP/sn/snapshotter.log
-mkdir -p "$TEST_TMP/sn"
-: >"$SNAP_LOGFILE"
 
 REPO=repo.test
 HAVE_GRPC=no
@@ -90,58 +86,7 @@ EOF
 )
 is "inputs: the chain ids computed here are those ctd_tool.py wrote" "${CHAIN_PY[*]}" "${CHAIN[*]}"
 
-# The container's root filesystem, one line an entry (t_containerd.sh's).
-# shellcheck disable=SC2016 # for the container's shell
-LIST='find / -xdev | while read -r p; do
-	case $p in /proc|/sys|/dev|/run) continue ;; esac
-	set -- $(stat -c "%F|%a|%u:%g|%s|%h" "$p" | tr " |" "_ ")
-	case $1 in
-	directory) echo "$p d $2 $3" ;;
-	symbolic_link) echo "$p l $2 $3 -> $(readlink "$p")" ;;
-	regular_file) echo "$p f $2 $3 $4 $5 $(md5sum <"$p" | cut -c1-12)" ;;
-	*) echo "$p ? $1" ;;
-	esac
-done'
-
-# What a container does to the image (t_containerd.sh's).
-MODIFY='set -e
-echo new >/data/new
-echo "w:x:1001:1001::/:/bin/sh" >>/etc/passwd
-rm /data/keep
-rm /data/hardsrc
-echo more >>/data/hard
-mv /data/dir /data/dir2
-mv /data/opq /data/opq2
-chown 1000:1000 /data/l3
-chmod 0700 /data/suid
-mkdir -m 0750 /data/made
-ln -s new /data/newlink
-echo done'
-
 # ---------------------------------------------------------------- helpers
-
-diag() {
-	local tag=$1 log=${CTD_DIR[$1]}/ctd.log
-	echo "# --- containerd ($tag) log, last errors and warnings:"
-	grep -E 'level=(error|warning|fatal)' "$log" 2>/dev/null | tail -n 8 | cut -c1-400 | sed 's/^/#   /'
-	if [[ -n ${CTD_PROXY[$tag]:-} ]]; then
-		echo "# --- strata snapshotter log, last lines:"
-		tail -n 15 "$SNAP_LOGFILE" | cut -c1-400 | sed 's/^/#   /'
-	fi
-}
-
-# ccheck TAG DESC ARGS...: `ctr ARGS` exits 0.
-ccheck() {
-	local tag=$1 desc=$2 out
-	shift 2
-	if out=$(c "$tag" "$@" 2>&1); then
-		pass "$desc"
-	else
-		failn "$desc" "command: ctr $*" "$(printf '%s\n' "$out" | tail -n 10)"
-		diag "$tag"
-		return 1
-	fi
-}
 
 # runto TAG SNAP OUT ARGS...: `ctr run ARGS` (stdout to OUT); 0 when it exits 0.
 runto() {
@@ -154,7 +99,7 @@ runto() {
 # filesystem into W/NAME; compared with overlayfs's (W/o.rootfs).
 rootfs() {
 	local tag=$1 snap=$2 label=$3 img=$4 name=$5 out
-	if runto "$tag" "$snap" "$W/$name.raw" --rm "$img" "$tag-ls" sh -c "$LIST" && [[ -s $W/$name.raw ]]; then
+	if runto "$tag" "$snap" "$W/$name.raw" --rm "$img" "$tag-ls" sh -c "$CTD_LIST" && [[ -s $W/$name.raw ]]; then
 		LC_ALL=C sort "$W/$name.raw" >"$W/$name"
 		pass "$label: ctr run --rm lists the root filesystem ($(wc -l <"$W/$name") entries)"
 		if [[ ! -s $W/o.rootfs ]]; then
@@ -168,37 +113,6 @@ rootfs() {
 	else
 		failn "$label: ctr run --rm lists the root filesystem" "$(tail -n 10 "$W/stderr")"
 		diag "$tag"
-	fi
-}
-
-# snaps_ls TAG SNAP: "KEY PARENT KIND", sorted.
-snaps_ls() {
-	c "$1" snapshots --snapshotter "$2" ls | awk 'NR > 1 { if (NF == 2) print $1, "-", $2; else print $1, $2, $3 }' |
-		LC_ALL=C sort
-}
-
-# mount_lines: run the `mount ...` lines of `ctr snapshots mounts` (stdin).
-mount_lines() {
-	local line
-	local -a w
-	while read -r line; do
-		read -ra w <<<"$line"
-		[[ ${w[0]:-} == mount ]] || {
-			echo "not a mount command: $line" >&2
-			return 1
-		}
-		"${w[@]}" || return 1
-	done
-}
-
-umount_target() {
-	local label=$1 target=$2 out=""
-	while mountpoint -q "$target"; do
-		out=$(umount "$target" 2>&1) || break
-	done
-	if mountpoint -q "$target"; then
-		failn "$label: unmount $target" "$out"
-		umount -l "$target"
 	fi
 }
 
@@ -247,20 +161,13 @@ mounts_at() { findmnt -rn -M "$1" | wc -l; }
 # gc_all TAG SNAP LABEL: containers, images and leases removed; up to 20 s
 # for containerd's garbage collection to empty the snapshotter.
 gc_all() {
-	local tag=$1 snap=$2 label=$3 left=""
+	local tag=$1 snap=$2 label=$3
 	local -a ids
 	mapfile -t ids < <(c "$tag" containers ls -q)
 	((${#ids[@]} == 0)) || c "$tag" containers rm "${ids[@]}" >/dev/null 2>&1
 	mapfile -t ids < <(c "$tag" leases ls -q)
 	((${#ids[@]} == 0)) || c "$tag" leases rm "${ids[@]}" >/dev/null 2>&1
-	mapfile -t ids < <(c "$tag" images ls -q)
-	((${#ids[@]} == 0)) || ccheck "$tag" "$label: ctr images rm --sync every image" images rm --sync "${ids[@]}"
-	local deadline=$((SECONDS + 20))
-	while left=$(c "$tag" snapshots --snapshotter "$snap" ls 2>&1 | tail -n +2) && [[ -n $left ]]; do
-		((SECONDS < deadline)) || break
-		sleep 0.5
-	done
-	is "$label: garbage collection leaves no snapshot" "$left" ""
+	images_gc "$tag" "$snap" "$label"
 }
 
 # store_empty STORE LABEL: strata check says nothing, no layer left.
@@ -377,13 +284,13 @@ echo "# ---- O: the full image on containerd's overlayfs snapshotter"
 if ctd_start o "$TEST_TMP/o"; then
 	pass "O: containerd starts"
 	ccheck o "O: ctr images import of the full image" images import --snapshotter overlayfs "$W/full.tar"
-	if runto o overlayfs "$W/o.rootfs.raw" --rm "$IMG" o-ls sh -c "$LIST" && [[ -s $W/o.rootfs.raw ]]; then
+	if runto o overlayfs "$W/o.rootfs.raw" --rm "$IMG" o-ls sh -c "$CTD_LIST" && [[ -s $W/o.rootfs.raw ]]; then
 		LC_ALL=C sort "$W/o.rootfs.raw" >"$W/o.rootfs"
 		is "O: ctr run --rm lists the image's layers applied in order (the model)" "$(diff "$W/model" "$W/o.rootfs")" ""
 	else
 		failn "O: ctr run --rm lists the root filesystem" "$(tail -n 10 "$W/stderr")"
 	fi
-	if runto o overlayfs "$W/o.modify" "$IMG" o-w sh -c "$MODIFY" &&
+	if runto o overlayfs "$W/o.modify" "$IMG" o-w sh -c "$CTD_MODIFY" &&
 		c o snapshots --snapshotter overlayfs diff --media-type application/vnd.oci.image.layer.v1.tar \
 			o-w >"$W/o.wdiff.tar" 2>"$W/stderr"; then
 		python3 "$TOOL" listing "$W/o.wdiff.tar" >"$W/o.wdiff"
@@ -419,7 +326,7 @@ way1() {
 	rootfs "$tag" strata "$label" "$THIN_IMG" "$tag.rootfs"
 
 	# A container that writes and deletes, kept.
-	if runto "$tag" strata "$W/$tag.modify" "$THIN_IMG" "$tag-w" sh -c "$MODIFY" &&
+	if runto "$tag" strata "$W/$tag.modify" "$THIN_IMG" "$tag-w" sh -c "$CTD_MODIFY" &&
 		[[ $(cat "$W/$tag.modify") == "done" ]]; then
 		pass "$label: ctr run (no --rm) of a container that writes, deletes and renames"
 	else
@@ -438,12 +345,7 @@ way1() {
 			"$(sed -n 's/.*[ ,]upperdir=\([^ ,]*\).*/\1/p' <<<"$out")" "$store/diff/$(layer_of "$store" "$tag-w")"
 		mkdir -p "$mnt/w"
 		if mount_lines <<<"$out"; then
-			is "$label: the container's mount shows its changes" \
-				"$(cat "$mnt/w/data/new" "$mnt/w/data/hard" 2>&1; cd "$mnt/w/data" && printf '%s ' *)" \
-				"new
-hard
-more
-dir2 hard l3 link made new newlink opq2 own suid "
+			is "$label: the container's mount shows its changes" "$(modified_view "$mnt/w")" "$CTD_MODIFIED"
 			umount_target "$label" "$mnt/w"
 		else
 			fail "$label: the container's mount mounts"
@@ -710,7 +612,7 @@ Read-only file system"
 	is "R: containerd's log: no layer applied (overlayfs's import logged $(grep -c 'diff applied' "$TEST_TMP/o/ctd.log"))" \
 		"$(grep -c 'diff applied' "${CTD_DIR[r]}/ctd.log")" 0
 	rootfs r strata "R" "$IMG" r.rootfs
-	if runto r strata "$W/r.modify" --rm "$IMG" r-w sh -c "$MODIFY" && [[ $(cat "$W/r.modify") == "done" ]]; then
+	if runto r strata "$W/r.modify" --rm "$IMG" r-w sh -c "$CTD_MODIFY" && [[ $(cat "$W/r.modify") == "done" ]]; then
 		pass "R: a container that writes, deletes and renames"
 	else
 		failn "R: a container that writes, deletes and renames" "$(cat "$W/r.modify")" "$(tail -n 10 "$W/stderr")"

@@ -35,24 +35,16 @@ After each run the daemon is started again on the store and:
     CRASH_STEP=N   N = 1, 1+N, 1+2N, ... for each system call (default 1)
     CRASH_OPS=a,b  only these operations (prepare,view,commit,remove,update,cleanup)
 
-Reuses t_crash.py's helpers (TAP, strace attach, store traces) and
-t_snapshotter_grpc.py's client (raw protobuf over python3-grpcio).
+Reuses t_crash.py's helpers (TAP, strace attach, store traces),
+t_snapshotter_grpc.py's (daemons, the store's rows and layers) and
+snapproto.py's client (raw protobuf over python3-grpcio).
 """
 
 import os
 import sys
 
-try:
-    import grpc  # noqa: F401  (t_snapshotter_grpc needs it)
-except ImportError:
-    # A python3 earlier on PATH (pyenv, a venv) may lack Debian's python3-grpcio.
-    alt = "/usr/bin/python3"
-    if (not os.environ.get("STRATA_IT_REEXEC") and os.access(alt, os.X_OK)
-            and os.path.realpath(sys.executable) != os.path.realpath(alt)):
-        os.environ["STRATA_IT_REEXEC"] = "1"
-        os.execv(alt, [alt] + sys.argv)
-    print("1..0 # SKIP python3-grpcio (import grpc) is not installed")
-    sys.exit(0)
+# First: where this python3 has no grpc module, snapproto runs the script again under /usr/bin/python3.
+import snapproto as sp
 
 if os.geteuid() != 0 or not os.access(os.environ.get("STRATA_BIN", ""), os.X_OK):
     print("1..0 # SKIP needs root and STRATA_BIN")
@@ -65,9 +57,12 @@ import subprocess
 import time
 import traceback
 
+import grpc
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import t_crash as tc  # noqa: E402
 import t_snapshotter_grpc as tg  # noqa: E402
+from tap import Fail  # noqa: E402
 
 # One scratch dir: t_crash's (its cleanup unmounts under it and removes it).
 shutil.rmtree(tg.TMP, ignore_errors=True)
@@ -120,13 +115,13 @@ def start(name):
     end = time.monotonic() + 20
     while True:
         if not d.alive():
-            raise tg.Fail(f"{name} exited with {d.proc.returncode} before serving", *d.log_tail())
+            raise Fail(f"{name} exited with {d.proc.returncode} before serving", *d.log_tail())
         if tg.socket_accepts(SOCK) and "serving on" in d.log():
             break
         if time.monotonic() > end:
-            raise tg.Fail(f"{name} does not serve within 20 s", *d.log_tail())
+            raise Fail(f"{name} does not serve within 20 s", *d.log_tail())
         time.sleep(0.005)
-    return d, tg.Client(SOCK)
+    return d, sp.Client(SOCK)
 
 
 def kill(d, cli=None):
@@ -170,12 +165,12 @@ def state(cli, known_ids, touched=()):
     out = {}
     for i in cli.list():
         lid = rows[i.name][0] if i.name in rows else "<no row>"
-        if i.kind == tg.COMMITTED:
+        if i.kind == sp.COMMITTED:
             more = ("usage", cli.usage(i.name))
         else:  # the layers its mounts name: its own and its parents'
             more = tuple((m.type, "ro" in m.options, lid_of(m.source if m.type == "bind" else m.opt("upperdir") or ""),
                           tuple(lid_of(x) for x in tg.lowers(m))) for m in cli.mounts(i.name))
-        out[i.name] = (tg.KIND_NAME.get(i.kind, i.kind), i.parent, tuple(sorted(i.labels.items())),
+        out[i.name] = (sp.KIND_NAME.get(i.kind, i.kind), i.parent, tuple(sorted(i.labels.items())),
                        lid if lid in known_ids else "new", tree_hash(lid), more,
                        None if i.name in touched else (i.created, i.updated))
     return out
@@ -307,7 +302,7 @@ def run_once(op, inject, ref):
     # (1) it starts again
     try:
         d, cli = start(f"{op}-restart")
-    except tg.Fail as e:
+    except Fail as e:
         return fired, bad + ["the snapshotter does not start again:"] + e.lines
     try:
         bad += check_store(cli)                                     # (2), (3)

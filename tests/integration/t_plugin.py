@@ -53,12 +53,12 @@ import signal
 import socket
 import stat
 import subprocess
-import sys
 import tarfile
 import tempfile
 import threading
 import time
-import traceback
+
+from tap import Fail, case, emit, expect, expect_eq, run_script
 
 STRATA = os.environ["STRATA_BIN"]
 CT = "application/vnd.docker.plugins.v1+json"
@@ -77,67 +77,6 @@ SOCK4 = os.path.join(TMP, "s4.sock")
 H5 = os.path.join(TMP, "home5")
 SOCK5 = os.path.join(TMP, "s5.sock")
 OUTSIDE = os.path.join(TMP, "outside")  # where hostile entries aim
-
-# ---------------------------------------------------------------- TAP
-
-
-class Fail(Exception):
-    """A failed assertion; its lines become TAP diagnostics."""
-
-    def __init__(self, *lines):
-        super().__init__("\n".join(str(x) for x in lines))
-        self.lines = [str(x) for x in lines]
-
-
-class Alarm(BaseException):
-    pass
-
-
-T_N = 0
-T_FAILED = 0
-
-
-def _emit(ok, desc, diag=()):
-    global T_N, T_FAILED
-    T_N += 1
-    if not ok:
-        T_FAILED += 1
-    print(f"{'ok' if ok else 'not ok'} {T_N} - {desc}")
-    for block in diag:
-        for line in str(block).splitlines() or [""]:
-            print(f"# {line}")
-    sys.stdout.flush()
-
-
-def case(desc):
-    """Decorator: run the function now as one TAP case.  It passes when it
-    returns; Fail or any other exception fails it."""
-
-    def run(fn):
-        try:
-            fn()
-        except Fail as e:
-            _emit(False, desc, e.lines)
-        except Exception as e:
-            tb = traceback.extract_tb(e.__traceback__)
-            here = [f"  at line {f.lineno}: {f.line}" for f in tb if f.filename == __file__][-3:]
-            _emit(False, desc, [f"exception: {e!r}"] + here)
-        else:
-            _emit(True, desc)
-        return fn
-
-    return run
-
-
-def expect(cond, *lines):
-    if not cond:
-        raise Fail(*lines)
-
-
-def expect_eq(got, want, what="value"):
-    if got != want:
-        raise Fail(f"{what}:", f"  got:      {got!r}", f"  expected: {want!r}")
-
 
 # ---------------------------------------------------------------- mounts
 
@@ -2250,34 +2189,10 @@ def cleanup():
         subprocess.run(["umount", "-l", m], stderr=subprocess.DEVNULL, timeout=30)
     left = mounts_under(TMP)
     if left:
-        _emit(False, f"fixture left mounts under {TMP}", left)
+        emit(False, f"fixture left mounts under {TMP}", left)
     else:
         shutil.rmtree(TMP, ignore_errors=True)
 
 
-def on_alarm(signum, frame):
-    raise Alarm(f"the test ran longer than {GLOBAL_TIMEOUT}s")
-
-
-def on_term(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 if __name__ == "__main__":
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.signal(signal.SIGTERM, on_term)
-    signal.alarm(GLOBAL_TIMEOUT)
-    crashed = None
-    try:
-        main()
-    except BaseException as e:  # Alarm, Ctrl-C, a bug in the script itself
-        crashed = e
-        _emit(False, "the test script ran to the end", [repr(e)] + traceback.format_exc().splitlines()[-6:])
-    finally:
-        signal.alarm(0)
-        try:
-            cleanup()
-        finally:
-            print(f"1..{T_N}")
-            sys.stdout.flush()
-    sys.exit(1 if T_FAILED or crashed else 0)
+    run_script(main, cleanup, GLOBAL_TIMEOUT)
