@@ -173,6 +173,14 @@ STRATA_API int strata_mounts(strata_driver *driver, const char *id, unsigned fla
  * one.  -EINVAL (message naming the layer) for an invalid thin.json. */
 STRATA_API int strata_seal(strata_driver *driver, const char *id, int *ret_thin, strata_error *err);
 
+/* A layer on a thin image, complete and unused (no child, not mounted):
+ * publishes it with the driver's thin.publisher (and the store layers
+ * between it and the image) and makes it a thin layer in place, its diff
+ * dir holding only the new thin.json.  *ret_published = 0 when the layer is
+ * not on a thin image or is thin already.  -EOPNOTSUPP without a publisher,
+ * -EBUSY when it has a child or is mounted. */
+STRATA_API int strata_publish(strata_driver *driver, const char *id, int *ret_published, strata_error *err);
+
 /* Disk usage of the layer's own diff dir, as containerd counts it: bytes
  * in blocks allocated and inodes, each hard-linked inode once. */
 STRATA_API int strata_usage(strata_driver *driver, const char *id, int64_t *ret_size, int64_t *ret_inodes,

@@ -536,3 +536,118 @@ int strata_diff_size(strata_driver *d, const char *id, const char *parent, const
 	int r = layer_size(d, id, parent, (options ? options : &no_options)->flags, ret_size, err);
 	return r < 0 ? error_prefix(err, r, "size %s", QUOTE(id)) : 0;
 }
+
+/* ---- publishing a layer in place (containerd's commits) ---- */
+
+/* 1 if an overlay anywhere uses ROOT/diff/<id> as its upper dir. */
+static int upper_in_use(strata_driver *d, const char *id)
+{
+	_cleanup_free_ char *want = NULL, *text = NULL;
+	size_t len = 0;
+	if (asprintf(&want, "upperdir=%s/diff/%s", d->store->root, id) < 0)
+		return -ENOMEM;
+	int r = fs_read_at(AT_FDCWD, "/proc/self/mountinfo", 64u << 20, &text, &len);
+	if (r < 0)
+		return r;
+	size_t wl = strlen(want);
+	for (const char *p = text; (p = memmem(p, len - (size_t)(p - text), want, wl)); p += wl) {
+		char next = p[wl];
+		if (next == ',' || next == ' ' || next == '\n' || next == '\0')
+			return 1;
+	}
+	return 0;
+}
+
+static int publish_in_place(strata_driver *d, const char *id, int *ret_published, strata_error *err)
+{
+	store *s = d->store;
+	*ret_published = 0;
+	_cleanup_lock_ id_lock lock = ID_LOCK_INIT;
+	_cleanup_strv_free_ char **parents = NULL;
+	int r = layer_lock(d, id, &lock, &parents, err);
+	if (r < 0)
+		return r;
+	_cleanup_(chain_plan_release) chain_plan plan = {0};
+	r = chain_plan_read(d, id, parents, &plan, err);
+	if (r < 0)
+		return r;
+	/* Not on a thin image, or thin itself: nothing to publish. */
+	if (plan.image.n == 0 || plan.self)
+		return 0;
+	/* The content is about to move to the repository and the diff dir to
+	 * hold only thin.json: nobody may be reading or writing it, nor may a
+	 * layer have been made over it (its chain would lose this one). */
+	_cleanup_free_ char *child = NULL;
+	r = layer_find_child(d, id, &child);
+	if (r < 0)
+		return error_set(err, r, "read %s/layers", s->root);
+	if (child)
+		return error_setf(err, -EBUSY, "layer %s is made on it", child);
+	unsigned count = 0;
+	r = refs_read(s, id, &count);
+	if (r < 0)
+		return error_set(err, r, "read %s/refs/%s", s->root, id);
+	int mounted = fs_is_mount_point_at(s->mnt_fd, id);
+	int upper = upper_in_use(d, id);
+	if (upper < 0)
+		return error_set(err, upper, "read /proc/self/mountinfo");
+	if (count > 0 || mounted > 0 || upper > 0)
+		return error_setf(err, -EBUSY, "the layer is mounted (its diff dir is an overlay's upper dir)");
+	tar_opts o;
+	tar_opts_init(d, &no_options, &o);
+	thin_image img = {0};
+	r = thin_publish_chain(d, id, &plan, parents, &o, &img, err);
+	_cleanup_free_ char *text = NULL;
+	if (r >= 0 && thin_format(&img, &text) < 0)
+		r = -ENOMEM;
+	thin_image_release(&img);
+	if (r < 0)
+		return r;
+
+	/* The published content in a staging dir, swapped with the diff dir
+	 * in one rename: a crash leaves the old content or thin.json (both
+	 * the same files to a reader), and the other under a .tmp- name that
+	 * init removes. */
+	_cleanup_close_ int dfd = openat(s->diff_fd, id, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	struct stat dst;
+	if (dfd < 0 || fstat(dfd, &dst) < 0)
+		return error_set(err, negerrno(), "open %s/diff/%s", s->root, id);
+	char rnd[8], stage[NAME_MAX + 1];
+	r = fs_random_name(rnd, sizeof(rnd));
+	if (r < 0)
+		return error_set(err, r, "getrandom");
+	snprintf(stage, sizeof(stage), ".tmp-%.8s-%s", rnd, id);
+	if (mkdirat(s->diff_fd, stage, 0700) < 0)
+		return error_set(err, negerrno(), "mkdir %s/diff/%s", s->root, stage);
+	_cleanup_close_ int sfd = openat(s->diff_fd, stage, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (sfd < 0)
+		r = error_set(err, negerrno(), "open %s/diff/%s", s->root, stage);
+	else if (fchown(sfd, dst.st_uid, dst.st_gid) < 0 || fchmod(sfd, dst.st_mode & 07777) < 0)
+		r = error_set(err, negerrno(), "set owner and mode of %s/diff/%s", s->root, stage);
+	else if ((r = fs_write_atomic_at(sfd, THIN_FILE, text, strlen(text), 0644, FS_WRITE_SYNC)) < 0)
+		error_set(err, r, "write %s/diff/%s/" THIN_FILE, s->root, stage);
+	else if (fsync(sfd) < 0)
+		r = error_set(err, negerrno(), "fsync %s/diff/%s", s->root, stage);
+	else if (renameat2(s->diff_fd, stage, s->diff_fd, id, RENAME_EXCHANGE) < 0)
+		r = error_set(err, negerrno(), "exchange %s/diff/%s with %s", s->root, stage, id);
+	if (r < 0) {
+		fs_rm_tree_at(s->diff_fd, stage, NULL);
+		return r;
+	}
+	/* Past the swap the layer is thin; what follows only tidies up. */
+	r = fs_fsync_dir(s->diff_fd);
+	if (r >= 0)
+		r = layer_check_thin(d, sfd, err);
+	fs_rm_tree_at(s->diff_fd, stage, NULL);
+	if (r < 0)
+		return r;
+	*ret_published = 1;
+	return 0;
+}
+
+int strata_publish(strata_driver *d, const char *id, int *ret_published, strata_error *err)
+{
+	error_clear(err);
+	int r = publish_in_place(d, id, ret_published, err);
+	return r < 0 ? error_prefix(err, r, "publish %s", QUOTE(id)) : 0;
+}

@@ -20,7 +20,7 @@ struct strata_driver {
 	bool aufs;	  /* the aufs engine (union/aufs.h); else overlay */
 	bool dirperm1;	  /* aufs takes dirperm1 */
 	thin_config thin;
-	bool thin_seen; /* ROOT/thin exists: some layer may be thin */
+	bool thin_seen;	  /* ROOT/thin exists: some layer may be thin */
 	int front_end_fd; /* strata_claim's lock, -1 */
 };
 
@@ -134,6 +134,12 @@ int layer_check_thin(strata_driver *d, int sfd, strata_error *err);
 int layer_thin_read(strata_driver *d, const char *id, thin_image *ret, strata_error *err);
 /* ROOT/thin, made on first use (create). -ENOENT if missing and !create. */
 int driver_thin_dir(strata_driver *d, bool create, int *ret_fd);
+
+/* Publishes layer `id` on a thin image (and the store layers between it
+ * and the image, but Docker's -init layers); *ret is the image with them
+ * on top.  dfd unused. */
+int thin_publish_chain(strata_driver *d, const char *id, const chain_plan *plan, char *const *parents,
+		       const tar_opts *o, thin_image *ret, strata_error *err);
 
 /* A diff of a layer on a thin image: publishes it (and the store layers
  * between it and the image, but Docker's -init layers) and writes a tar

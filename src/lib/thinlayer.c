@@ -478,8 +478,8 @@ static int publish_layers(strata_driver *d, const thin_config *cfg, const char *
 	return 0;
 }
 
-int thin_commit(strata_driver *d, const char *id, int dfd, const chain_plan *plan, char *const *parents, int out_fd,
-		const tar_opts *o, strata_error *err)
+int thin_publish_chain(strata_driver *d, const char *id, const chain_plan *plan, char *const *parents,
+		       const tar_opts *o, thin_image *ret, strata_error *err)
 {
 	if (!d->thin.publisher)
 		return error_setf(
@@ -503,6 +503,18 @@ int thin_commit(strata_driver *d, const char *id, int dfd, const chain_plan *pla
 	if (r < 0)
 		return r;
 	r = publish_layers(d, &d->thin, repo, names, n, o, &img, id, err);
+	if (r < 0)
+		return r;
+	*ret = img;
+	img = (thin_image){0};
+	return 0;
+}
+
+int thin_commit(strata_driver *d, const char *id, int dfd, const chain_plan *plan, char *const *parents, int out_fd,
+		const tar_opts *o, strata_error *err)
+{
+	_cleanup_(thin_image_releasep) thin_image img = {0};
+	int r = thin_publish_chain(d, id, plan, parents, o, &img, err);
 	if (r < 0)
 		return r;
 	_cleanup_free_ char *text = NULL;

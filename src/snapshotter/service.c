@@ -32,7 +32,8 @@ struct snap_service {
 	pthread_mutex_t lock;
 	snap_log_fn log;
 	void *log_data;
-	bool remote; /* thin.root and thin.repo set: remote snapshots */
+	bool remote;  /* thin.repo set: remote snapshots */
+	bool publish; /* thin.publisher set: commits on thin images publish */
 };
 
 static void info_releasep(snap_info *i)
@@ -150,6 +151,8 @@ int snap_service_open(const char *root, const char *const *options, snap_log_fn 
 	for (const char *const *o = options; o && *o; o++)
 		if (!strncmp(*o, "thin.repo=", 10) && (*o)[10])
 			svc->remote = true;
+		else if (!strncmp(*o, "thin.publisher=", 15) && (*o)[15])
+			svc->publish = true;
 	pthread_mutex_init(&svc->lock, NULL);
 	int r = strata_driver_open(root, options, STRATA_OPEN_INIT, &svc->driver, err);
 	if (r >= 0)
@@ -465,9 +468,20 @@ int snap_commit(snap_service *svc, const char *name, const char *key, const stra
 	 * holding only thin.json is a thin layer, whose children mount its
 	 * image.  The walk for the usage runs without the service's lock (a
 	 * big layer takes a while); the checks above are made again after. */
-	int thin = 0;
+	int thin = 0, published = 0;
 	int64_t size = -1, inodes = -1;
 	r = strata_seal(svc->driver, info.id, &thin, &err);
+	/* On a thin image, with a publisher: the layer goes to the
+	 * repository and becomes thin, as a commit through strata serve.
+	 * One still mounted somewhere (containerd commits a running
+	 * container's snapshot) stays as it is. */
+	if (r >= 0 && !thin && svc->publish) {
+		r = strata_publish(svc->driver, info.id, &published, &err);
+		if (r == -EBUSY) {
+			logf_(svc, 1, "commit %s: not published: %s", Q(key), err.message);
+			r = 0;
+		}
+	}
 	if (r >= 0)
 		r = strata_usage(svc->driver, info.id, &size, &inodes, &err);
 	if (r < 0)
@@ -487,6 +501,9 @@ int snap_commit(snap_service *svc, const char *name, const char *key, const stra
 		return status_from(st, r, "commit", key, &err);
 	if (thin)
 		logf_(svc, 0, "commit %s as %s: a thin layer (layer %s)", Q(key), Q(name), info.id);
+	if (published)
+		logf_(svc, 0, "commit %s as %s: published into the repository, now a thin layer (layer %s)", Q(key),
+		      Q(name), info.id);
 	return 0;
 }
 

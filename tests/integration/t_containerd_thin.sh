@@ -623,6 +623,68 @@ Read-only file system"
 	stop r R
 fi
 
+# ---------------------------------------------------------------- P: commits on a thin image publish
+
+# With -o thin.publisher=dir:CV/REPO, a commit of a snapshot on the thin
+# image publishes the layer into the repository and makes it thin, as a
+# commit through strata serve; one still mounted is committed as it is.
+RP=$TEST_TMP/rp
+if start p P "$RP" "${EXT_OPTS[@]}" -o "thin.publisher=dir:$CV/$REPO"; then
+	S=(snapshots --snapshotter strata)
+	mnt=$TEST_TMP/mp
+	mkdir -p "$mnt"
+	ccheck p "P: ctr images import of the thin image" images import --snapshotter strata "$W/thin.tar"
+	n_repo=$(find "$CV/$REPO/.layers" -mindepth 2 -maxdepth 2 | wc -l)
+	ccheck p "P: prepare k1 on the thin image" "${S[@]}" prepare k1 "$THIN_CHAIN"
+	if out=$(c p "${S[@]}" mounts "$mnt" k1 2>&1) && mount_lines <<<"$out"; then
+		echo published >"$mnt/data/pub"
+		rm "$mnt/data/keep"
+		umount_target P "$mnt"
+	else
+		failn "P: k1's mounts mount" "$out"
+	fi
+	mark=$(log_mark)
+	ccheck p "P: commit k1 as c1" "${S[@]}" commit c1 k1
+	if log_since "$mark" | grep -q 'c1: published into the repository, now a thin layer'; then
+		pass "P: the snapshotter logged the publish"
+	else
+		failn "P: the snapshotter logged the publish" "$(log_since "$mark" | tail -n 5)"
+	fi
+	is "P: the repository holds one layer more" "$(find "$CV/$REPO/.layers" -mindepth 2 -maxdepth 2 | wc -l)" \
+		"$((n_repo + 1))"
+	id=$(layer_of "$RP" c1)
+	is "P: c1's strata layer holds only thin.json, listing the image and the new layer" \
+		"$(ls -A "$RP/diff/$id" 2>&1) $(thin_digests "$RP/diff/$id/thin.json" 2>/dev/null | wc -l)" "thin.json 4"
+	ccheck p "P: prepare k2 on c1" "${S[@]}" prepare k2 c1
+	if out=$(c p "${S[@]}" mounts "$mnt" k2 2>&1) && mount_lines <<<"$out"; then
+		is "P: k2 sees the published file and deletion, every lower in the repository" \
+			"$(cat "$mnt/data/pub"; stat -c %n "$mnt/data/keep" 2>&1 | sed 's/.*: //'; lowerdirs "$out" | grep -cvE "$LAYERS_RE")" \
+			"published
+No such file or directory
+0"
+		umount_target P "$mnt"
+	else
+		failn "P: k2's mounts mount" "$out"
+	fi
+	# Committed while still mounted: as it is.
+	ccheck p "P: prepare k3 on the thin image" "${S[@]}" prepare k3 "$THIN_CHAIN"
+	if out=$(c p "${S[@]}" mounts "$mnt" k3 2>&1) && mount_lines <<<"$out"; then
+		echo busy >"$mnt/data/busy"
+		mark=$(log_mark)
+		ccheck p "P: commit k3 as c3 while its mounts are mounted" "${S[@]}" commit c3 k3
+		umount_target P "$mnt"
+		id=$(layer_of "$RP" c3)
+		is "P: c3 is not published (its layer keeps its files) and the log says why" \
+			"$(cat "$RP/diff/$id/data/busy" 2>&1) $(log_since "$mark" | grep -c 'k3: not published: .*mounted')" "busy 1"
+	else
+		failn "P: k3's mounts mount" "$out"
+	fi
+	for k in k2 c3 c1; do c p "${S[@]}" rm "$k" >/dev/null 2>&1; done
+	gc_all p strata P
+	store_empty "$RP" P
+	stop p P
+fi
+
 is "no overlay mounted under the scratch dir at the end" \
 	"$(findmnt -rn -t overlay -o TARGET | grep -F "$TEST_TMP/" || true)" ""
 is "nothing mounted under the scratch dir at the end" "$(mounts_under "$TEST_TMP")" ""
