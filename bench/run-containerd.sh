@@ -13,7 +13,10 @@
 #   run     ctr run --snapshotter S --rm IMAGE ID true
 #   rm      ctr images rm --sync IMAGE, then `ctr snapshots --snapshotter S
 #           ls` polled until empty (garbage collection done)
-# Medians and the ratio strata/overlayfs per operation and image.
+# Medians and the ratio strata/overlayfs per operation and image.  Then
+# thin against full: each image made thin with `strata thin make --from`
+# (its layers published into a repository dir standing in for CernVM-FS)
+# and `ctr run --rm true` of both on strata, alternating.
 #
 #   bench/run-containerd.sh
 #   RUNS=N               timed runs per operation, image and snapshotter
@@ -335,32 +338,31 @@ done
 
 # ---------------------------------------------------------------- thin vs full
 
-# minbase made thin (`strata thin make --from`, its layer published into the
-# repository dir): `ctr run --rm true` of the thin image against the full
-# one, both on strata, alternating.  The thin one's container mounts its
-# layer from the repository; its import unpacks only thin.json.
-if [[ " ${images[*]} " == *" minbase "* ]]; then
-	"$STRATA" --root "$scratch/tm" init >/dev/null || die "init of the thin make store failed"
+# Each image made thin (`strata thin make --from`, its layers published
+# into the repository dir): `ctr run --rm true` of the thin image against
+# the full one, both on strata, alternating.  The thin one's container
+# mounts its layers from the repository; its import unpacks only
+# thin.json.  A thin start should not grow with the image's size.
+"$STRATA" --root "$scratch/tm" init >/dev/null || die "init of the thin make store failed"
+for img in "${images[@]}"; do
 	"$STRATA" --root "$scratch/tm" -o "thin.root=$scratch/cv" thin make --repo bench \
-		--publisher "dir:$scratch/cv/bench" --from "$in/minbase.tar" --tag bench/minbase-thin:latest \
-		-o "$in/minbase-thin.tar" \
-		>"$scratch/thin.json" 2>"$scratch/thinmake.err" ||
-		die "thin make --from minbase failed: $(tail -n 3 "$scratch/thinmake.err")"
-	thin_name=bench/minbase-thin:latest
-	c b images import --snapshotter strata "$in/minbase-thin.tar" >/dev/null || die "ctr import of the thin image failed"
-	c b images import --snapshotter strata "$in/minbase.tar" >/dev/null || die "ctr import of minbase failed"
+		--publisher "dir:$scratch/cv/bench" --from "$in/$img.tar" --tag "bench/$img-thin:latest" \
+		-o "$in/$img-thin.tar" >"$scratch/thin.json" 2>"$scratch/thinmake.err" ||
+		die "thin make --from $img failed: $(tail -n 3 "$scratch/thinmake.err")"
+	c b images import --snapshotter strata "$in/$img-thin.tar" >/dev/null || die "ctr import of thin $img failed"
+	c b images import --snapshotter strata "$in/$img.tar" >/dev/null || die "ctr import of $img failed"
 	for ((r = 0; r <= runs; r++)); do
 		for ((k = 0; k < 2; k++)); do
 			if (((r + k) % 2)); then
-				timed "$res/$r.thin" prep_none crun b strata --rm "docker.io/$thin_name" "thin-$r" true
+				timed "$res/$r.$img.thin" prep_none crun b strata --rm "docker.io/bench/$img-thin:latest" "thin-$r" true
 			else
-				timed "$res/$r.full" prep_none crun b strata --rm docker.io/bench/minbase:latest "full-$r" true
+				timed "$res/$r.$img.full" prep_none crun b strata --rm "docker.io/bench/$img:latest" "full-$r" true
 			fi
 		done
 	done
-	c b images rm --sync "docker.io/$thin_name" >/dev/null || die "ctr images rm of the thin image failed"
-	rm_gc strata docker.io/bench/minbase:latest || die "ctr images rm of both images: snapshots left"
-fi
+	c b images rm --sync "docker.io/bench/$img-thin:latest" >/dev/null || die "ctr images rm of thin $img failed"
+	rm_gc strata "docker.io/bench/$img:latest" || die "ctr images rm of $img and its thin image: snapshots left"
+done
 
 is_running "$SNAP_PID" || die "the strata snapshotter died: $(tail -n 5 "$scratch/snapshotter.log")"
 nerr=$(grep -ciE 'error|fatal' "$scratch/snapshotter.log" || true)
@@ -412,14 +414,13 @@ for img in images:
         m = {s: statistics.median([x for r in range(1, runs + 1) for x in times(r, img, s, op)]) for s in snaps}
         print("  %-9s %-8s %9.3fs %9.3fs %15.2fx" % (op, img, m["overlayfs"], m["strata"],
                                                      m["strata"] / m["overlayfs"]))
-thin = os.path.join(res, "1.thin")
-if os.path.exists(thin):
+print()
+print("ctr run --rm true on strata, thin (layers in the repository dir) against full, medians of %d runs:" % runs)
+for img in images:
     def all_of(kind):
-        return [x for r in range(1, runs + 1) for x in times_of(os.path.join(res, "%d.%s" % (r, kind)))]
+        return [x for r in range(1, runs + 1) for x in times_of(os.path.join(res, "%d.%s.%s" % (r, img, kind)))]
     t, f = statistics.median(all_of("thin")), statistics.median(all_of("full"))
-    print()
-    print("ctr run --rm true of minbase on strata, medians of %d runs:" % runs)
-    print("  thin (its layer in the repository dir) %.3fs, full %.3fs: thin/full %.2fx" % (t, f, t / f))
+    print("  %-8s thin %.3fs, full %.3fs: thin/full %.2fx" % (img, t, f, t / f))
 print()
 print("raw numbers: " + out_tsv)
 EOF
