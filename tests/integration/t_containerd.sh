@@ -491,7 +491,16 @@ data/through 0 8"
 		is "$label: the pull unpacked the image's five layers" "$pulled" \
 			"$(($(wc -l <"$W/$tag.ls.import") + 5))"
 		runis "$tag" "$snap" "$label: the pulled image runs" "layer 3" "$REG" "$tag-pull" cat /big/top
-		ccheck "$tag" "$label: ctr images rm of the pulled image" images rm "$REG"
+		ccheck "$tag" "$label: ctr images rm of the pulled image" images rm --sync "$REG"
+		# Its snapshots gone (containerd's GC) before anything goes on:
+		# the kill test below imports the same layers and must unpack them.
+		local i
+		for ((i = 0; i < 200; i++)); do
+			(($(snaps_ls "$tag" "$snap" 2>&1 | wc -l) == $(wc -l <"$W/$tag.ls.import"))) && break
+			sleep 0.1
+		done
+		is "$label: after its removal, the pulled image's snapshots are collected" \
+			"$(snaps_ls "$tag" "$snap" 2>&1)" "$(cat "$W/$tag.ls.import")"
 	fi
 
 	if [[ $snap == strata ]]; then
