@@ -246,13 +246,16 @@ if [ "$killed" -eq 1 ] && [ "$rc" -eq 137 ] && [ "$done_n" -lt "$N" ]; then
 else
 	fail "import killed -9 in the middle" "killed=$killed exit=$rc done=$done_n of $N"
 fi
-same "... nothing mounted" "$(overlay_count)" "0"
+# A kill while the import held a parent's union mounted leaves it (its hold
+# died with the process): the next run takes it down.
+echo "# unions left mounted by the kill: $(overlay_count)"
 t0=$SECONDS
 if sr "$R2" import-aufs "$A" >"$W/out2" 2>"$W/err2"; then
 	pass "import-aufs again completes ($((SECONDS - t0)) s)"
 else
 	fail "import-aufs again completes" "$(cat "$W/out2" "$W/err2")"
 fi
+same "... and leaves nothing mounted" "$(overlay_count)" "0"
 line=$(cat "$W/out2")
 same "... and says the earlier layers were imported before" \
 	"${line%%;*}" "imported $((N - done_n)) layers ($done_n imported before)"
