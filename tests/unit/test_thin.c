@@ -19,6 +19,7 @@
 
 #include <cmocka.h>
 
+#include "thin/repo.h"
 #include "thin/thin.h"
 
 /* sha256 of "" and of "a", and a digest whose first two digits are "01". */
@@ -1360,9 +1361,58 @@ static void read_at(void **state)
 	}
 }
 
+/* A daemon remembers records it has checked: one written anew (another
+ * digest) after a resolve must be read again and refused. */
+static void resolve_record_rewritten(void **state)
+{
+	(void)state;
+	char root[] = "/tmp/strata-thin-resolve-XXXXXX";
+	assert_non_null(mkdtemp(root));
+	static const char hex[] = "aa00000000000000000000000000000000000000000000000000000000000001";
+	static const char other[] = "bb00000000000000000000000000000000000000000000000000000000000002";
+	char dir[512], rec[512], cmd[1024];
+	snprintf(dir, sizeof(dir), "%s/repo/.layers/aa/%s/layerfs", root, hex);
+	snprintf(rec, sizeof(rec), "%s/repo/.layers/aa/%s/" THIN_RECORD, root, hex);
+	snprintf(cmd, sizeof(cmd), "mkdir -p '%s'", dir);
+	assert_int_equal(system(cmd), 0);
+	thin_config c;
+	assert_int_equal(thin_config_init(&c), 0);
+	free(c.root);
+	c.root = strdup(root);
+	thin_layer l = {.repo = "repo", .path = NULL};
+	memcpy(l.digest, hex, sizeof(hex));
+	char path[THIN_LAYERFS_PATH_LEN + 1];
+	thin_layerfs_path(hex, path);
+	l.path = path;
+	for (int round = 0; round < 3; round++) {
+		/* Rounds 0 and 1: the right digest (the second from the
+		 * cache); round 2: the record rewritten naming another. */
+		FILE *f = round == 1 ? NULL : fopen(rec, "w");
+		if (f) {
+			fprintf(f, "{\"digest\": \"%s\", \"padding\": \"%s\"}\n", round == 2 ? other : hex, "x");
+			fclose(f);
+		}
+		char *got = NULL;
+		strata_error err = {0};
+		int r = thin_resolve(&c, &l, &got, &err);
+		if (round < 2) {
+			assert_int_equal(r, 0);
+			assert_string_equal(got, dir);
+		} else {
+			assert_int_equal(r, -EBADMSG);
+			assert_non_null(strstr(err.message, "digest mismatch"));
+		}
+		free(got);
+	}
+	thin_config_release(&c);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
+	assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(resolve_record_rewritten),
 		cmocka_unit_test(digest_parse),
 		cmocka_unit_test(layerfs_path),
 		cmocka_unit_test(repo_valid),

@@ -2,6 +2,7 @@
 /* Finding a thin layer's directory under the thin root (see repo.h). */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,65 @@ static int is_dir(const char *path)
 	return S_ISDIR(st.st_mode) ? 1 : 0;
 }
 
+/*
+ * Records already found to name their digest, by the record file's identity
+ * (device, inode, size, change time): a record also lists what the layer
+ * holds, a few MB for a big image, and a daemon resolves the same layers at
+ * every container start.  A record written anew has another identity.  The
+ * set is the process's, bounded, and forgotten whole when full.
+ */
+#define RECORD_CACHE_MAX 4096
+
+typedef struct record_key {
+	dev_t dev;
+	ino_t ino;
+	off_t size;
+	struct timespec ctime;
+	char digest[THIN_DIGEST_LEN + 1];
+} record_key;
+
+static pthread_mutex_t record_cache_lock = PTHREAD_MUTEX_INITIALIZER;
+static record_key *record_cache;
+static size_t record_cache_n;
+
+static bool record_key_of(const char *record, const char *digest, record_key *ret)
+{
+	struct stat st;
+	if (stat(record, &st) < 0)
+		return false;
+	/* Compared with memcmp: the padding zeroed too. */
+	memset(ret, 0, sizeof(*ret));
+	ret->dev = st.st_dev;
+	ret->ino = st.st_ino;
+	ret->size = st.st_size;
+	ret->ctime = st.st_ctim;
+	memcpy(ret->digest, digest, THIN_DIGEST_LEN + 1);
+	return true;
+}
+
+static bool record_cached(const record_key *k)
+{
+	bool found = false;
+	pthread_mutex_lock(&record_cache_lock);
+	for (size_t i = 0; i < record_cache_n && !found; i++)
+		found = !memcmp(&record_cache[i], k, sizeof(*k));
+	pthread_mutex_unlock(&record_cache_lock);
+	return found;
+}
+
+static void record_remember(const record_key *k)
+{
+	pthread_mutex_lock(&record_cache_lock);
+	if (!record_cache)
+		record_cache = calloc(RECORD_CACHE_MAX, sizeof(*record_cache));
+	if (record_cache) {
+		if (record_cache_n == RECORD_CACHE_MAX)
+			record_cache_n = 0;
+		record_cache[record_cache_n++] = *k;
+	}
+	pthread_mutex_unlock(&record_cache_lock);
+}
+
 /* The record our publisher leaves beside layerfs, if there is one: the
  * digest it published there must be the one asked for. */
 static int check_record(const char *dir, const thin_layer *l, strata_error *err)
@@ -35,6 +95,10 @@ static int check_record(const char *dir, const thin_layer *l, strata_error *err)
 	_cleanup_free_ char *record = NULL;
 	if (asprintf(&record, "%.*s%s", (int)(n - (sizeof(THIN_LAYERFS) - 1)), dir, THIN_RECORD) < 0)
 		return -ENOMEM;
+	record_key key;
+	bool keyed = record_key_of(record, l->digest, &key);
+	if (keyed && record_cached(&key))
+		return 0;
 	json_error_t jerr;
 	json_t *j = json_load_file(record, 0, &jerr);
 	if (!j) {
@@ -53,6 +117,8 @@ static int check_record(const char *dir, const thin_layer *l, strata_error *err)
 			       "thin layer sha256:%s: digest mismatch: %s was published as sha256:%s (record %s)",
 			       l->digest, dir, hex, record);
 	json_decref(j);
+	if (r == 0 && keyed)
+		record_remember(&key);
 	return r;
 }
 
