@@ -1657,6 +1657,22 @@ def open_idle(sock, n):
     return out
 
 
+def peer_closed(s):
+    """True if the other end has closed the connection (EOF waiting), at
+    once: the socket is made non-blocking for the look (with a timeout set,
+    Python would wait for data first)."""
+    timeout = s.gettimeout()
+    s.setblocking(False)
+    try:
+        return s.recv(1, socket.MSG_PEEK) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    finally:
+        s.settimeout(timeout)
+
+
 def close_all(socks):
     for s in socks:
         try:
@@ -2080,7 +2096,12 @@ def s5_tests():
         idle.extend(open_idle(SOCK5, 300))
         st5["idle_t0"] = time.monotonic()
         have = wait_server_sockets(s5, base + 300, 10)
-        expect(have >= base + 300, f"the server holds {have - base} of the 300 connections")
+        # Under a slow build (ASan) opening 300 takes a while: the first
+        # may already be closed by the server's 10 s first-request timeout,
+        # which only an accepted connection gets.
+        closed = sum(1 for c in idle if peer_closed(c)) if have < base + 300 else 0
+        expect(have - base + closed >= 300,
+               f"the server holds {have - base} of the 300 connections and has closed {closed}")
 
     @case("... while they sit, a new client's Activate, Exists, Get and Put each answer within 5s")
     def _():
