@@ -101,6 +101,36 @@ int layer_check_thin(strata_driver *d, int sfd, strata_error *err)
 	return r < 0 ? error_set(err, r, "mkdir %s/thin", d->store->root) : 1;
 }
 
+/* A staging dir beside diff/<id>, with the diff dir's owner and mode:
+ * ".tmp-<rand>-<id>", which init removes if a crash leaves it.  Its name
+ * into stage, an fd of it into *ret_sfd. */
+static int stage_make(store *s, const char *id, int dfd, char stage[NAME_MAX + 1], int *ret_sfd, strata_error *err)
+{
+	struct stat dst;
+	if (fstat(dfd, &dst) < 0)
+		return error_set(err, negerrno(), "stat %s/diff/%s", s->root, id);
+	char rnd[8];
+	int r = fs_random_name(rnd, sizeof(rnd));
+	if (r < 0)
+		return error_set(err, r, "getrandom");
+	snprintf(stage, NAME_MAX + 1, ".tmp-%.8s-%s", rnd, id);
+	if (mkdirat(s->diff_fd, stage, 0700) < 0)
+		return error_set(err, negerrno(), "mkdir %s/diff/%s", s->root, stage);
+	int sfd = openat(s->diff_fd, stage, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (sfd < 0)
+		r = error_set(err, negerrno(), "open %s/diff/%s", s->root, stage);
+	else if (fchown(sfd, dst.st_uid, dst.st_gid) < 0 || fchmod(sfd, dst.st_mode & 07777) < 0)
+		r = error_set(err, negerrno(), "set owner and mode of %s/diff/%s", s->root, stage);
+	if (r < 0) {
+		if (sfd >= 0)
+			close(sfd);
+		fs_rm_tree_at(s->diff_fd, stage, NULL);
+		return r;
+	}
+	*ret_sfd = sfd;
+	return 0;
+}
+
 static int apply_layer(strata_driver *d, const char *id, const char *parent, int in_fd, const tar_opts *o,
 		       uint64_t *ret_size, strata_error *err)
 {
@@ -140,30 +170,13 @@ static int apply_layer(strata_driver *d, const char *id, const char *parent, int
 		return error_set(err, r, "read %s/diff/%s", s->root, id);
 	if (r == 0)
 		return error_setf(err, -ENOTEMPTY, "the layer already has content; a tar applies to an empty layer");
-	struct stat dst;
-	if (fstat(dfd, &dst) < 0)
-		return error_set(err, negerrno(), "stat %s/diff/%s", s->root, id);
-
-	char rnd[8], stage[NAME_MAX + 1];
-	r = fs_random_name(rnd, sizeof(rnd));
+	char stage[NAME_MAX + 1];
+	_cleanup_close_ int sfd = -1;
+	r = stage_make(s, id, dfd, stage, &sfd, err);
 	if (r < 0)
-		return error_set(err, r, "getrandom");
-	snprintf(stage, sizeof(stage), ".tmp-%.8s-%s", rnd, id);
-	if (mkdirat(s->diff_fd, stage, 0700) < 0)
-		return error_set(err, negerrno(), "mkdir %s/diff/%s", s->root, stage);
-	_cleanup_close_ int sfd = openat(s->diff_fd, stage, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		return r;
 	struct archive *a = NULL;
 	uint64_t size = 0;
-	if (sfd < 0) {
-		r = error_set(err, negerrno(), "open %s/diff/%s", s->root, stage);
-		goto fail;
-	}
-	/* The layer root keeps the diff dir's owner and mode unless the tar
-	 * has a root entry. */
-	if (fchown(sfd, dst.st_uid, dst.st_gid) < 0 || fchmod(sfd, dst.st_mode & 07777) < 0) {
-		r = error_set(err, negerrno(), "set owner and mode of %s/diff/%s", s->root, stage);
-		goto fail;
-	}
 	/* A plain file can be copied from inside the kernel. */
 	struct stat ist;
 	off_t start = fstat(in_fd, &ist) == 0 && S_ISREG(ist.st_mode) ? lseek(in_fd, 0, SEEK_CUR) : -1;
@@ -609,22 +622,14 @@ static int publish_in_place(strata_driver *d, const char *id, int *ret_published
 	 * the same files to a reader), and the other under a .tmp- name that
 	 * init removes. */
 	_cleanup_close_ int dfd = openat(s->diff_fd, id, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	struct stat dst;
-	if (dfd < 0 || fstat(dfd, &dst) < 0)
+	if (dfd < 0)
 		return error_set(err, negerrno(), "open %s/diff/%s", s->root, id);
-	char rnd[8], stage[NAME_MAX + 1];
-	r = fs_random_name(rnd, sizeof(rnd));
+	char stage[NAME_MAX + 1];
+	_cleanup_close_ int sfd = -1;
+	r = stage_make(s, id, dfd, stage, &sfd, err);
 	if (r < 0)
-		return error_set(err, r, "getrandom");
-	snprintf(stage, sizeof(stage), ".tmp-%.8s-%s", rnd, id);
-	if (mkdirat(s->diff_fd, stage, 0700) < 0)
-		return error_set(err, negerrno(), "mkdir %s/diff/%s", s->root, stage);
-	_cleanup_close_ int sfd = openat(s->diff_fd, stage, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (sfd < 0)
-		r = error_set(err, negerrno(), "open %s/diff/%s", s->root, stage);
-	else if (fchown(sfd, dst.st_uid, dst.st_gid) < 0 || fchmod(sfd, dst.st_mode & 07777) < 0)
-		r = error_set(err, negerrno(), "set owner and mode of %s/diff/%s", s->root, stage);
-	else if ((r = fs_write_atomic_at(sfd, THIN_FILE, text, strlen(text), 0644, FS_WRITE_SYNC)) < 0)
+		return r;
+	if ((r = fs_write_atomic_at(sfd, THIN_FILE, text, strlen(text), 0644, FS_WRITE_SYNC)) < 0)
 		error_set(err, r, "write %s/diff/%s/" THIN_FILE, s->root, stage);
 	else if (fsync(sfd) < 0)
 		r = error_set(err, negerrno(), "fsync %s/diff/%s", s->root, stage);
